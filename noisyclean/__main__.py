@@ -1,0 +1,3 @@
+from noisyclean.cli import app
+
+app(prog_name="noisyclean")

@@ -1,0 +1,1 @@
+"""Benchmarking: seeded label noise with ground truth, metrics and the runner."""

@@ -1,0 +1,294 @@
+"""Seeded label-noise injection with known ground truth.
+
+Plain functions over integer labels of shape ``(N,)``, in the manner of
+cleanlab's ``benchmarking/noise_generation.py``. Every function returns a new
+array and leaves its input untouched; the rows whose returned label differs
+from the input are exactly the injected errors. The same seed gives the same
+result.
+
+Flip counts use Python's ``round`` (half to even): ``round(rate * N)`` rows
+for symmetric noise and ``round(rate * n_c)`` rows of each class ``c`` for
+pair noise.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Literal, cast, get_args
+
+import numpy as np
+
+__all__ = [
+    "NoiseKind",
+    "NoiseSpec",
+    "apply_noise",
+    "centroid_mapping",
+    "pair_noise",
+    "parse_noise",
+    "symmetric_noise",
+    "transition_noise",
+]
+
+NoiseKind = Literal["symmetric", "pair"]
+_KINDS: tuple[str, ...] = get_args(NoiseKind)
+
+
+def _check_labels(labels: np.ndarray, n_classes: int) -> np.ndarray:
+    labels = np.asarray(labels)
+    if n_classes < 2:
+        raise ValueError(f"n_classes must be at least 2, got {n_classes}")
+    if labels.ndim != 1:
+        raise ValueError(f"labels must have shape (N,), got {labels.shape}")
+    if not np.issubdtype(labels.dtype, np.integer):
+        raise ValueError(f"labels must be integer class indices, got dtype {labels.dtype}")
+    if labels.size and (labels.min() < 0 or labels.max() >= n_classes):
+        raise ValueError(
+            f"labels must lie in [0, {n_classes}), got [{labels.min()}, {labels.max()}]"
+        )
+    return labels
+
+
+def _check_rate(rate: float) -> float:
+    rate = float(rate)
+    if not 0.0 <= rate < 1.0:  # also rejects NaN
+        raise ValueError(f"noise rate must be in [0, 1), got {rate}")
+    return rate
+
+
+def symmetric_noise(labels: np.ndarray, n_classes: int, *, rate: float, seed: int) -> np.ndarray:
+    """Flip a random ``round(rate * N)`` rows, each to a uniformly random other class.
+
+    Args:
+        labels: Integer class indices in ``[0, n_classes)``. Shape ``(N,)``.
+        n_classes: Number of classes ``K`` (at least 2).
+        rate: Fraction of rows to flip, in ``[0, 1)``.
+        seed: Seed for the random generator.
+
+    Returns:
+        New noisy labels, shape ``(N,)``, same dtype as ``labels``. Every
+        flipped row gets a class different from its original one.
+
+    Raises:
+        ValueError: On bad labels, ``n_classes`` or ``rate``.
+    """
+    labels = _check_labels(labels, n_classes)
+    rate = _check_rate(rate)
+    rng = np.random.default_rng(seed)
+    noisy = labels.copy()
+    n_flip = round(rate * labels.size)
+    rows = rng.choice(labels.size, size=n_flip, replace=False)
+    # An offset in 1..K-1 modulo K is uniform over the K-1 other classes.
+    offsets = rng.integers(1, n_classes, size=n_flip)
+    noisy[rows] = (labels[rows] + offsets) % n_classes
+    return noisy
+
+
+def centroid_mapping(features: np.ndarray, labels: np.ndarray, n_classes: int) -> list[int]:
+    """Map each class to the most similar other class by centroid cosine similarity.
+
+    Rows of ``features`` are L2-normalised, averaged per class, and the
+    centroids L2-normalised again; class ``c`` maps to the other class whose
+    centroid has the highest cosine with its own (lowest index on ties). A
+    class with no rows, or whose only candidates have no rows, falls back to
+    ``(c + 1) % K``.
+
+    Args:
+        features: One feature vector per row. Shape ``(N, D)``.
+        labels: Integer class indices in ``[0, n_classes)``. Shape ``(N,)``.
+        n_classes: Number of classes ``K``.
+
+    Returns:
+        ``mapping`` of length ``K`` with ``mapping[c] != c``.
+
+    Raises:
+        ValueError: On bad labels or when ``features`` is not ``(N, D)``.
+    """
+    labels = _check_labels(labels, n_classes)
+    feats = np.asarray(features, dtype=np.float64)
+    if feats.ndim != 2 or feats.shape[0] != labels.size:
+        raise ValueError(f"features must have shape (N={labels.size}, D), got {feats.shape}")
+    norms = np.linalg.norm(feats, axis=1, keepdims=True)
+    feats = feats / np.where(norms > 0, norms, 1.0)
+    sums = np.zeros((n_classes, feats.shape[1]))
+    np.add.at(sums, labels, feats)
+    counts = np.bincount(labels, minlength=n_classes)
+    present = counts > 0
+    centroids = sums / np.maximum(counts, 1)[:, None]
+    c_norms = np.linalg.norm(centroids, axis=1, keepdims=True)
+    centroids = centroids / np.where(c_norms > 0, c_norms, 1.0)
+    sim = centroids @ centroids.T
+    np.fill_diagonal(sim, -np.inf)
+    sim[:, ~present] = -np.inf
+    mapping: list[int] = []
+    for c in range(n_classes):
+        best = int(np.argmax(sim[c]))
+        if not present[c] or not np.isfinite(sim[c, best]):
+            best = (c + 1) % n_classes
+        mapping.append(best)
+    return mapping
+
+
+def pair_noise(
+    labels: np.ndarray,
+    n_classes: int,
+    *,
+    rate: float,
+    seed: int,
+    mapping: Sequence[int] | None = None,
+    features: np.ndarray | None = None,
+) -> np.ndarray:
+    """Flip ``round(rate * n_c)`` random rows of each class ``c`` to ``mapping[c]``.
+
+    The mapping is, in order of precedence: ``mapping`` as given; the nearest
+    other class by centroid cosine similarity of ``features`` (see
+    :func:`centroid_mapping`); otherwise ``(c + 1) % K``.
+
+    Args:
+        labels: Integer class indices in ``[0, n_classes)``. Shape ``(N,)``.
+        n_classes: Number of classes ``K`` (at least 2).
+        rate: Fraction of each class to flip, in ``[0, 1)``.
+        seed: Seed for the random generator.
+        mapping: Target class for each class, length ``K``, ``mapping[c] != c``.
+        features: Row features used to choose the mapping. Shape ``(N, D)``.
+
+    Returns:
+        New noisy labels, shape ``(N,)``, same dtype as ``labels``.
+
+    Raises:
+        ValueError: On bad labels, ``n_classes``, ``rate``, ``mapping`` or
+            ``features``.
+    """
+    labels = _check_labels(labels, n_classes)
+    rate = _check_rate(rate)
+    if mapping is not None:
+        targets = [int(m) for m in mapping]
+        if len(targets) != n_classes:
+            raise ValueError(f"mapping must have {n_classes} entries, got {len(targets)}")
+        for c, m in enumerate(targets):
+            if not 0 <= m < n_classes or m == c:
+                raise ValueError(f"mapping[{c}] must be another class in [0, {n_classes}), got {m}")
+    elif features is not None:
+        targets = centroid_mapping(features, labels, n_classes)
+    else:
+        targets = [(c + 1) % n_classes for c in range(n_classes)]
+    rng = np.random.default_rng(seed)
+    noisy = labels.copy()
+    for c in range(n_classes):
+        rows = np.flatnonzero(labels == c)
+        chosen = rng.choice(rows, size=round(rate * rows.size), replace=False)
+        noisy[chosen] = targets[c]
+    return noisy
+
+
+def transition_noise(
+    labels: np.ndarray, n_classes: int, *, matrix: np.ndarray, seed: int
+) -> np.ndarray:
+    """Draw each row's new label from ``matrix[label]`` (class-conditional noise).
+
+    ``matrix[c, j]`` is P(noisy label = j | true label = c), so a row may keep
+    its class with probability ``matrix[c, c]``.
+
+    Args:
+        labels: Integer class indices in ``[0, n_classes)``. Shape ``(N,)``.
+        n_classes: Number of classes ``K`` (at least 2).
+        matrix: Row-stochastic transition matrix. Shape ``(K, K)``.
+        seed: Seed for the random generator.
+
+    Returns:
+        New noisy labels, shape ``(N,)``, same dtype as ``labels``.
+
+    Raises:
+        ValueError: On bad labels or ``n_classes``, or when ``matrix`` is not
+            ``(K, K)``, has a negative or non-finite entry, or has a row that
+            does not sum to 1 within 1e-6.
+    """
+    labels = _check_labels(labels, n_classes)
+    m = np.asarray(matrix, dtype=np.float64)
+    if m.shape != (n_classes, n_classes):
+        raise ValueError(f"matrix must have shape ({n_classes}, {n_classes}), got {m.shape}")
+    if not np.all(np.isfinite(m)) or np.any(m < 0):
+        raise ValueError("matrix entries must be finite and non-negative")
+    sums = m.sum(axis=1)
+    bad = np.flatnonzero(np.abs(sums - 1.0) > 1e-6)
+    if bad.size:
+        raise ValueError(f"matrix row {bad[0]} sums to {sums[bad[0]]:.6g}, not 1")
+    rng = np.random.default_rng(seed)
+    noisy = labels.copy()
+    for c in range(n_classes):
+        rows = np.flatnonzero(labels == c)
+        if rows.size:
+            noisy[rows] = rng.choice(n_classes, size=rows.size, p=m[c] / sums[c])
+    return noisy
+
+
+@dataclass(frozen=True)
+class NoiseSpec:
+    """A noise kind and rate, as written on the command line (``"pair:0.3"``).
+
+    Attributes:
+        kind: ``"symmetric"`` or ``"pair"``.
+        rate: Fraction of rows to flip, in ``[0, 1)``.
+    """
+
+    kind: NoiseKind
+    rate: float
+
+    def __post_init__(self) -> None:
+        if self.kind not in _KINDS:
+            raise ValueError(f"noise kind must be one of {'|'.join(_KINDS)}, got {self.kind!r}")
+        object.__setattr__(self, "rate", _check_rate(self.rate))
+
+    def __str__(self) -> str:
+        return f"{self.kind}:{self.rate!r}"
+
+
+def parse_noise(spec: str) -> NoiseSpec:
+    """Parse ``"KIND:RATE"`` such as ``"symmetric:0.2"`` or ``"pair:0.3"``.
+
+    ``parse_noise(str(s)) == s`` for every :class:`NoiseSpec` ``s``.
+
+    Raises:
+        ValueError: With a one-line message when the spec is malformed, the
+            kind is not ``symmetric`` or ``pair``, or the rate is outside ``[0, 1)``.
+    """
+    kind, sep, rate_text = spec.strip().partition(":")
+    if not sep:
+        raise ValueError(f"noise spec must look like KIND:RATE (e.g. symmetric:0.2), got {spec!r}")
+    kind = kind.strip().lower()
+    if kind not in _KINDS:
+        raise ValueError(f"noise kind must be one of {'|'.join(_KINDS)}, got {kind!r}")
+    try:
+        rate = float(rate_text)
+    except ValueError:
+        raise ValueError(
+            f"noise rate must be a number in [0, 1), got {rate_text.strip()!r}"
+        ) from None
+    return NoiseSpec(kind=cast(NoiseKind, kind), rate=rate)
+
+
+def apply_noise(
+    spec: NoiseSpec,
+    labels: np.ndarray,
+    n_classes: int,
+    *,
+    seed: int,
+    features: np.ndarray | None = None,
+) -> np.ndarray:
+    """Inject the noise described by ``spec``.
+
+    Args:
+        spec: Kind and rate, e.g. ``parse_noise("pair:0.3")``.
+        labels: Integer class indices in ``[0, n_classes)``. Shape ``(N,)``.
+        n_classes: Number of classes ``K``.
+        seed: Seed for the random generator.
+        features: Only for ``pair``: row features that choose each class's
+            nearest other class. Shape ``(N, D)``. Without them class ``c``
+            flips to ``(c + 1) % K``.
+
+    Returns:
+        New noisy labels, shape ``(N,)``.
+    """
+    if spec.kind == "symmetric":
+        return symmetric_noise(labels, n_classes, rate=spec.rate, seed=seed)
+    return pair_noise(labels, n_classes, rate=spec.rate, seed=seed, features=features)
