@@ -160,7 +160,7 @@ def load_backbone(
         import timm
 
         arch = name.removeprefix("timm:")
-        if arch not in timm.list_models():
+        if not timm.is_model(arch):  # accepts pretrained tags: resnet18.a1_in1k
             raise BackboneError(f"backbone '{name}': timm has no model '{arch}'")
         try:
             model = timm.create_model(arch, pretrained=True, num_classes=0)

@@ -17,6 +17,7 @@ from rich.progress import (
     BarColumn,
     MofNCompleteColumn,
     Progress,
+    TaskID,
     TaskProgressColumn,
     TextColumn,
     TimeElapsedColumn,
@@ -30,7 +31,9 @@ from noisyclean.backbones import DEFAULT_BACKBONE, OFFLINE_BACKBONE
 from noisyclean.confidence import ConfidenceConfig, ScoreResult, score_manifest
 from noisyclean.errors import NoisyCleanError
 from noisyclean.features import FeatureConfig
+from noisyclean.flagging import Flags
 from noisyclean.manifest import load_manifest
+from noisyclean.suspects import Suspects
 
 app = typer.Typer(
     help=(
@@ -93,8 +96,9 @@ Tracker = Callable[[int, int], None]
 
 @contextmanager
 def progress_bars() -> Iterator[Callable[[str, str], Tracker]]:
-    """One rich display; yields ``track(description, unit)``, which adds a bar with
-    rate and ETA and returns its ``(done, total)`` callback."""
+    """One rich display; yields ``track(description, unit)``, which returns a
+    ``(done, total)`` callback for a bar with rate and ETA. A bar appears at its first
+    update, so input that fails validation prints only its one-line error."""
     columns = (
         TextColumn("[progress.description]{task.description}"),
         BarColumn(),
@@ -105,19 +109,25 @@ def progress_bars() -> Iterator[Callable[[str, str], Tracker]]:
         TextColumn("eta"),
         TimeRemainingColumn(),
     )
-    with Progress(*columns, console=console) as bar:
+    bar = Progress(*columns, console=console)
 
-        def track(description: str, unit: str) -> Tracker:
-            task = bar.add_task(description, total=None, rate="")
-            start = time.perf_counter()
+    def track(description: str, unit: str) -> Tracker:
+        task: list[TaskID] = []
+        start = time.perf_counter()
 
-            def update(done: int, total: int) -> None:
-                rate = done / max(time.perf_counter() - start, 1e-9)
-                bar.update(task, completed=done, total=total, rate=f"{rate:,.1f} {unit}/s")
+        def update(done: int, total: int) -> None:
+            if not task:
+                bar.start()
+                task.append(bar.add_task(description, total=total, rate=""))
+            rate = done / max(time.perf_counter() - start, 1e-9)
+            bar.update(task[0], completed=done, total=total, rate=f"{rate:,.1f} {unit}/s")
 
-            return update
+        return update
 
+    try:
         yield track
+    finally:
+        bar.stop()
 
 
 def _quiet_hub_logs() -> None:
@@ -208,6 +218,27 @@ def _train_device(device: str) -> str:
     return resolve_device(device).type
 
 
+def _print_noise_table(classes: list[str], flags: Flags, labels: np.ndarray) -> None:
+    """Per class: rows, flagged, estimated noise rate, and the classes confidently seen
+    instead (off-diagonal counts of the confident joint)."""
+    noise = Table(title="Estimated noise per class (confident learning)")
+    for col in ("class", "rows", "flagged", "noise rate", "most often seen instead"):
+        noise.add_column(col, justify="left" if col == "class" else "right")
+    for j, name in enumerate(classes):
+        mine = labels == name
+        row = flags.joint[j].copy()
+        row[j] = 0
+        instead = ", ".join(f"{classes[c]} ({row[c]})" for c in np.argsort(-row)[:2] if row[c] > 0)
+        noise.add_row(
+            name,
+            str(int(mine.sum())),
+            str(int(flags.flagged[mine].sum())),
+            f"{flags.noise_rate[j]:.1%}",
+            instead or "-",
+        )
+    out.print(noise)
+
+
 def _print_score_summary(result: ScoreResult, output: Path, seconds: float) -> None:
     t = result.table
     n_ok = int((t["status"] == "ok").sum())
@@ -223,25 +254,7 @@ def _print_score_summary(result: ScoreResult, output: Path, seconds: float) -> N
             "[yellow]warning:[/] fewer train rows than folds in: "
             f"{', '.join(result.small_classes)}; their confidences are low by construction."
         )
-    flags = result.flags
-    labels = t["label"].to_numpy()[result.flag_rows]
-    noise = Table(title="Estimated noise per class (per-class thresholds, confident learning)")
-    for col in ("class", "train rows", "flagged", "noise rate", "most often suggested instead"):
-        noise.add_column(col, justify="right" if col != "class" else "left")
-    for j, name in enumerate(result.classes):
-        row = flags.joint[j]
-        instead = ", ".join(
-            f"{result.classes[c]} ({row[c]})" for c in np.argsort(-row)[:2] if row[c] > 0
-        )
-        noise.add_row(
-            name,
-            str(int((labels == name).sum())),
-            str(int(row.sum())),
-            f"{flags.noise_rate[j]:.1%}",
-            instead or "-",
-        )
-    out.print(noise)
-
+    _print_noise_table(result.classes, result.flags, t["label"].to_numpy()[result.flag_rows])
     doubt = t[t["status"] == "ok"].nsmallest(10, "confidence")
     top = Table(title="The 10 rows the module doubts most")
     for col in ("id", "path", "label", "confidence", "predicted", "pred. conf."):
@@ -256,7 +269,7 @@ def _print_score_summary(result: ScoreResult, output: Path, seconds: float) -> N
             f"{r['pred_confidence']:.3f}",
         )
     out.print(top)
-    flagged = int(flags.flagged.sum())
+    flagged = int(result.flags.flagged.sum())
     out.print(
         f"flagged {flagged} of {len(result.flag_rows)} usable train rows "
         f"({flagged / max(len(result.flag_rows), 1):.1%})"
@@ -264,6 +277,176 @@ def _print_score_summary(result: ScoreResult, output: Path, seconds: float) -> N
     if result.auroc is not None:
         out.print(f"AUROC of 1 - confidence against true_label: [bold]{result.auroc:.3f}[/]")
     out.print(f"wrote {output} in {seconds:.1f} s")
+
+
+@app.command()
+def train(
+    weights: Annotated[
+        Path,
+        typer.Option(
+            "--weights",
+            "-w",
+            help="conf.parquet written by `noisyclean score` (paths, labels, confidences).",
+        ),
+    ],
+    output: Annotated[
+        Path, typer.Option("-o", "--output", help="Run directory to write.", file_okay=False)
+    ] = Path("run"),
+    loss: Annotated[
+        str, typer.Option(help="smooth-proxy-anchor, proxy-anchor or multi-similarity.")
+    ] = "smooth-proxy-anchor",
+    embedding_dim: Annotated[int, typer.Option(help="Embedding dimension.", min=1)] = 128,
+    epochs: Annotated[int, typer.Option(help="Passes over the train rows.", min=1)] = 20,
+    batch_size: Annotated[int, typer.Option(help="Rows per step.", min=2)] = 256,
+    lr: Annotated[float, typer.Option(help="Head learning rate; proxies get x100.")] = 3e-4,
+    alpha: Annotated[float, typer.Option(help="Proxy-Anchor scale α.")] = 32.0,
+    delta: Annotated[float, typer.Option(help="Proxy-Anchor margin δ.")] = 0.1,
+    tau: Annotated[float, typer.Option(help="Smoothing threshold τ.")] = 0.5,
+    sharpness: Annotated[float, typer.Option("--k-smooth", help="Smoothing sharpness k.")] = 20.0,
+    positives: Annotated[
+        str, typer.Option(help="given: pull only on the given label's proxy; soft: on every class.")
+    ] = "given",
+    renormalize: Annotated[
+        bool,
+        typer.Option(
+            help="Divide each row's confidences by its largest before smoothing (see README)."
+        ),
+    ] = True,
+    k: Annotated[int, typer.Option(help="Neighbours in the learned-space vote.", min=1)] = 10,
+    vote_weight: Annotated[
+        float,
+        typer.Option(
+            help="Weight of the learned-space vote in suspicion (C gets the rest).", min=0, max=1
+        ),
+    ] = 0.5,
+    top: Annotated[int, typer.Option(help="Suspects shown in the terminal table.", min=0)] = 20,
+    cache_dir: CacheDirOpt = None,
+    device: DeviceOpt = "auto",
+    seed: SeedOpt = 0,
+) -> None:
+    """Phase 2: train a noise-robust embedding weighted by Phase 1's confidences, and rank suspects.
+
+    Writes RUN/model.safetensors, config.json, embeddings.parquet and
+    suspects.parquet (every manifest row, in manifest order), and prints the top
+    suspects, the estimated noise per class and the number flagged.
+    """
+    from noisyclean.embedding import TrainConfig, train_run
+    from noisyclean.suspects import SuspectConfig
+
+    with user_errors():
+        started = time.perf_counter()
+        try:
+            cfg = TrainConfig(
+                loss=loss,
+                embedding_dim=embedding_dim,
+                epochs=epochs,
+                batch_size=batch_size,
+                lr=lr,
+                alpha=alpha,
+                delta=delta,
+                tau=tau,
+                k=sharpness,
+                positives=positives,
+                renormalize=renormalize,
+                seed=seed,
+                device=device,
+            )
+            scfg = SuspectConfig(k=k, weight=1.0 - vote_weight)
+        except ValueError as err:
+            raise NoisyCleanError(str(err)) from None
+        with progress_bars() as track:
+            epoch_bar = track("training", "epoch")
+
+            def on_epoch(done: int, total: int, loss_value: float) -> None:
+                epoch_bar(done, total)
+
+            result = train_run(
+                weights,
+                output,
+                config=cfg,
+                suspect_config=scfg,
+                cache_dir=cache_dir,
+                feature_progress=track("features", "img"),
+                epoch_progress=on_epoch,
+            )
+        _print_suspects(result.suspects, top)
+        if result.losses:
+            out.print(f"loss: first epoch {result.losses[0]:.4f}, last {result.losses[-1]:.4f}")
+        if result.suspicion_auroc is not None:
+            out.print(
+                "AUROC against true_label (train rows): "
+                f"Phase 1 confidence [bold]{result.confidence_auroc:.3f}[/], "
+                f"Phase 2 suspicion [bold]{result.suspicion_auroc:.3f}[/]"
+            )
+        out.print(
+            f"wrote {output}/ (run_id {result.run_id}) in {time.perf_counter() - started:.1f} s"
+        )
+
+
+def _print_suspects(found: Suspects, top: int) -> None:
+    t = found.table
+    ranked = t[t["rank"].notna()].sort_values("rank").head(top)
+    table = Table(title=f"Top {len(ranked)} suspects")
+    for col in (
+        "rank",
+        "id",
+        "path",
+        "label",
+        "suggested",
+        "suspicion",
+        "conf.",
+        "agree",
+        "suspect",
+    ):
+        table.add_column(col)
+    for _, r in ranked.iterrows():
+        table.add_row(
+            str(r["rank"]),
+            str(r["id"]),
+            str(r["label"]),
+            str(r["suggested_label"]),
+            f"{r['suspicion']:.3f}",
+            f"{r['confidence']:.3f}",
+            f"{r['neighbour_agreement']:.2f}",
+            "yes" if r["is_suspect"] else "",
+        )
+    out.print(table)
+    _print_noise_table(found.classes, found.flags, t["label"].to_numpy()[found.usable])
+    flagged = int(found.flags.flagged.sum())
+    out.print(
+        f"[bold]{flagged}[/] of {int(found.usable.sum())} usable rows flagged as suspects "
+        f"({flagged / max(int(found.usable.sum()), 1):.1%})"
+    )
+
+
+@app.command("embed")
+def embed_cmd(
+    run_dir: Annotated[Path, typer.Argument(help="Run directory written by `noisyclean train`.")],
+    images: Annotated[
+        Path, typer.Argument(help="A manifest (.csv/.parquet), a folder of images, or one image.")
+    ],
+    output: Annotated[Path, typer.Option("-o", "--output", help="Parquet to write.")] = Path(
+        "embeddings.parquet"
+    ),
+    cache_dir: CacheDirOpt = None,
+    device: DeviceOpt = "auto",
+) -> None:
+    """Embed new images with a trained run: one row per image (id, path, status, embedding)."""
+    from noisyclean.artifacts import EMBEDDINGS_SCHEMA
+    from noisyclean.embedding import embed_images
+
+    with user_errors():
+        with progress_bars() as track:
+            table = embed_images(
+                run_dir,
+                images,
+                cache_dir=cache_dir,
+                device=device,
+                progress=track("features", "img"),
+            )
+        write_parquet(output, table, schema=EMBEDDINGS_SCHEMA, metadata={"run_dir": str(run_dir)})
+        bad = int((table["status"] != "ok").sum())
+        out.print(f"wrote {len(table)} rows to {output} ({bad} not usable)")
 
 
 def run() -> None:  # pragma: no cover - console entry

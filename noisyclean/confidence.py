@@ -120,7 +120,10 @@ def _fit_predict(
     device = torch.device(config.device)
     gen = torch.Generator().manual_seed(seed)
     torch.manual_seed(seed)
-    mean, std = x_train.mean(0), x_train.std(0) + 1e-6
+    mean, std = x_train.mean(0), x_train.std(0)
+    # A dimension (nearly) constant in the fit rows, e.g. a ReLU unit that never fired, must
+    # not multiply another row's small value there by 1e6: floor its scale.
+    std = np.maximum(std, 0.1 * std.mean() + 1e-6)
     xt = torch.from_numpy((x_train - mean) / std).to(device)
     yt = torch.nn.functional.one_hot(torch.from_numpy(y_train), n_classes).float().to(device)
     model = nn.Sequential(

@@ -12,6 +12,7 @@ import hashlib
 import json
 import os
 import uuid
+import zipfile
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -105,7 +106,7 @@ class FeatureCache:
             try:
                 with np.load(chunk) as z:
                     ck, feats, ok = z["keys"], z["features"], z["ok"]
-            except (OSError, ValueError, KeyError):
+            except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile):
                 continue  # a chunk cut short by a crash is recomputed, not trusted
             for j, k in enumerate(ck.tolist()):
                 if k in keys:
@@ -181,8 +182,14 @@ def extract_features(
     size = config.image_size or native_image_size(backbone)
     paths = manifest.resolved_paths
     status = manifest.frame["status"].to_numpy(dtype=object).copy()
-    todo_rows = [i for i in range(len(paths)) if status[i] == "ok"]
-    keys = {i: file_key(paths[i]) for i in todo_rows}
+    keys: dict[int, str] = {}
+    for i in range(len(paths)):
+        if status[i] == "ok":
+            try:
+                keys[i] = file_key(paths[i])
+            except OSError:  # removed since the manifest was read
+                status[i] = "missing"
+    todo_rows = list(keys)
 
     cache = FeatureCache(config.resolved_cache_dir, backbone, size)
     cached = cache.load(set(keys.values()))

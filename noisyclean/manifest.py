@@ -168,3 +168,26 @@ def load_manifest(path: str | Path, *, check_files: bool = True) -> Manifest:
     else:
         df["status"] = "ok"
     return Manifest(frame=df, source=source, root=root, classes=classes)
+
+
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp")
+
+
+def manifest_from_images(source: str | Path) -> Manifest:
+    """An unlabelled manifest of one image file, or of every image under a folder.
+
+    Ids are the paths relative to the folder; every row is a ``test`` row.
+    """
+    src = Path(source).expanduser().resolve()
+    if src.is_file():
+        root, files = src.parent, [src]
+    elif src.is_dir():
+        root = src
+        files = sorted(p for p in src.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
+        if not files:
+            raise ManifestError(f"{src}: no image files ({', '.join(IMAGE_SUFFIXES)}) found")
+    else:
+        raise ManifestError(f"{src}: no such file or folder")
+    rel = [str(p.relative_to(root)) for p in files]
+    frame = pd.DataFrame({"id": rel, "path": rel, "label": None, "split": "test", "status": "ok"})
+    return Manifest(frame=frame, source=src, root=root, classes=[])

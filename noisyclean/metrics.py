@@ -42,3 +42,17 @@ def precision_at_n(scores: np.ndarray, positive: np.ndarray, n: int | None = Non
         return float("nan")
     top = np.argsort(-np.asarray(scores, dtype=np.float64), kind="mergesort")[:n]
     return float(positive[top].mean())
+
+
+def recall_at_k(
+    neighbours: np.ndarray, labels: np.ndarray, ks: tuple[int, ...] = (1, 2, 4, 8)
+) -> dict[int, float]:
+    """Recall@K of retrieval: share of queries with a same-label row among their K nearest.
+
+    Args:
+        neighbours: (N, >= max(ks)) indices into ``labels`` of each query's nearest
+            rows, nearest first, the query itself excluded.
+        labels: (N,) class of each row.
+    """
+    hit = labels[neighbours] == labels[:, None]
+    return {k: float(hit[:, :k].any(axis=1).mean()) for k in ks}

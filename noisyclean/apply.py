@@ -1,0 +1,276 @@
+"""Review decisions applied to a manifest: relabel rows, set dropped rows aside, lose none.
+
+``decisions.csv`` has the columns ``id,decision,new_label``; ``decision`` is ``keep``,
+``relabel`` (with a non-empty ``new_label``) or ``drop``. A manifest row that the file
+does not name is kept. The cleaned manifest keeps the input's columns and row order;
+the dropped rows go, unchanged, to a sidecar named like the output with ``.dropped``
+before its extension, so that rows in = rows out + rows dropped.
+"""
+
+from __future__ import annotations
+
+import os
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from noisyclean.artifacts import atomic_path
+from noisyclean.errors import NoisyCleanError
+from noisyclean.manifest import load_manifest, read_table
+
+DECISIONS = ("keep", "relabel", "drop")
+DECISION_COLUMNS = ("id", "decision", "new_label")
+_CSV = (".csv",)
+_PARQUET = (".parquet", ".pq")
+
+
+class DecisionsError(NoisyCleanError):
+    """A decisions file, or an output path, that ``apply`` refuses."""
+
+
+@dataclass(frozen=True)
+class ApplySummary:
+    """What ``apply`` wrote.
+
+    Attributes:
+        output: the cleaned manifest.
+        dropped_path: the sidecar holding the dropped rows.
+        rows_in: rows of the input manifest.
+        kept: rows written unchanged (no decision, ``keep``, or a relabel to the same label).
+        relabelled: rows relabelled, per ``(from, to)`` label pair.
+        dropped: rows moved to the sidecar.
+        decisions: rows of the decisions file.
+    """
+
+    output: Path
+    dropped_path: Path
+    rows_in: int
+    kept: int
+    dropped: int
+    decisions: int
+    relabelled: dict[tuple[str, str], int] = field(default_factory=dict)
+
+    @property
+    def rows_out(self) -> int:
+        return self.kept + sum(self.relabelled.values())
+
+
+def dropped_path(output: Path) -> Path:
+    """``clean.csv`` → ``clean.dropped.csv``."""
+    output = Path(output)
+    return output.with_name(f"{output.stem}.dropped{output.suffix}")
+
+
+def _same_file(a: Path, b: Path) -> bool:
+    if a == b:
+        return True
+    try:
+        return a.exists() and b.exists() and os.path.samefile(a, b)
+    except OSError:
+        return False
+
+
+def _check_outputs(manifest: Path, decisions: Path, output: Path) -> Path:
+    """The sidecar path, once neither output would overwrite an input."""
+    if output.suffix.lower() not in _CSV + _PARQUET:
+        raise DecisionsError(f"{output}: the output must end in .csv or .parquet")
+    sidecar = dropped_path(output)
+    for target, what in ((output, "output"), (sidecar, "dropped-rows sidecar")):
+        for source, name in ((manifest, "manifest"), (decisions, "decisions file")):
+            if _same_file(target, source):
+                raise DecisionsError(
+                    f"{target}: the {what} would overwrite the {name}; choose another -o"
+                )
+    return sidecar
+
+
+def read_decisions(path: Path) -> pd.DataFrame:
+    """decisions.csv (or .parquet) as strings: columns id, decision (lower-cased), new_label."""
+    path = Path(path)
+    if not path.is_file():
+        raise DecisionsError(f"{path}: no such file")
+    try:
+        if path.suffix.lower() in _PARQUET:
+            frame = pd.read_parquet(path).astype(object)
+            frame = frame.where(frame.notna(), "").astype(str)
+        else:
+            frame = pd.read_csv(path, dtype=str, keep_default_na=False, na_filter=False)
+    except pd.errors.EmptyDataError:
+        raise DecisionsError(
+            f"{path}: empty file; expected a header {','.join(DECISION_COLUMNS)}"
+        ) from None
+    except (ValueError, OSError, UnicodeDecodeError, pd.errors.ParserError) as err:
+        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise DecisionsError(f"{path}: not a readable decisions file ({first})") from None
+    frame.columns = [str(c).strip() for c in frame.columns]
+    missing = [c for c in DECISION_COLUMNS if c not in frame.columns]
+    if missing:
+        found = ", ".join(frame.columns) or "none"
+        raise DecisionsError(
+            f"{path.name}: missing column(s) {', '.join(missing)} "
+            f"(expected {','.join(DECISION_COLUMNS)}; found {found})"
+        )
+    frame = frame[list(DECISION_COLUMNS)].apply(lambda col: col.str.strip())
+    frame["decision"] = frame["decision"].str.lower()
+    return frame.reset_index(drop=True)
+
+
+def _validate(
+    decisions: pd.DataFrame,
+    *,
+    name: str,
+    ids: set[str],
+    classes: list[str],
+    allow_new_labels: bool,
+) -> dict[str, tuple[str, str]]:
+    """One ``id → (decision, new_label)`` per decided id, or a one-line error naming the row."""
+
+    def where(i: int) -> str:
+        # Data rows count from 1, as in noisyclean.manifest's errors.
+        return f"{name} row {i + 1} (id '{decisions['id'].iat[i]}')"
+
+    chosen: dict[str, tuple[str, str]] = {}
+    first_row: dict[str, int] = {}
+    known = set(classes)
+    unknown_ids = []
+    for i, (rid, decision, new_label) in enumerate(decisions.itertuples(index=False)):
+        if rid == "":
+            raise DecisionsError(f"{name} row {i + 1}: empty id")
+        if decision not in DECISIONS:
+            raise DecisionsError(
+                f"{where(i)}: unknown decision '{decision}' (expected keep, relabel or drop)"
+            )
+        if decision == "relabel" and new_label == "":
+            raise DecisionsError(f"{where(i)}: relabel needs a non-empty new_label")
+        if rid not in ids:
+            unknown_ids.append(i)
+            continue
+        # keep and drop ignore new_label, so two of them differ only by their decision.
+        value = (decision, new_label if decision == "relabel" else "")
+        if rid in chosen and chosen[rid] != value:
+            raise DecisionsError(
+                f"{where(i)}: conflicting decisions for this id ({_show(value)} here, "
+                f"{_show(chosen[rid])} at row {first_row[rid] + 1})"
+            )
+        if decision == "relabel" and new_label not in known and not allow_new_labels:
+            shown = ", ".join(classes[:12]) + (", ..." if len(classes) > 12 else "")
+            raise DecisionsError(
+                f"{where(i)}: new_label '{new_label}' is not a label of the manifest "
+                f"({shown}); allow it with --allow-new-labels"
+            )
+        chosen.setdefault(rid, value)
+        first_row.setdefault(rid, i)
+    if unknown_ids:
+        more = f" and {len(unknown_ids) - 1} more" if len(unknown_ids) > 1 else ""
+        raise DecisionsError(f"{where(unknown_ids[0])}: no such id in the manifest{more}")
+    return chosen
+
+
+def _show(value: tuple[str, str]) -> str:
+    return f"relabel to '{value[1]}'" if value[0] == "relabel" else value[0]
+
+
+def _with_labels(column: pd.Series, rows: np.ndarray, labels: list[str]) -> pd.Series:
+    """``column`` with ``labels`` at positions ``rows``, keeping its type where the labels fit."""
+    column = column.copy()
+    if len(rows) == 0:
+        return column
+    if pd.api.types.is_integer_dtype(column.dtype):
+        try:
+            column.iloc[rows] = [int(v) for v in labels]
+            return column
+        except (ValueError, OverflowError):
+            pass
+    if not (pd.api.types.is_object_dtype(column.dtype) or pd.api.types.is_string_dtype(column)):
+        # A numeric label column from Parquet that must now hold a text label.
+        column = column.map(lambda v: v if pd.isna(v) else _label_text(v)).astype(object)
+    column.iloc[rows] = labels
+    return column
+
+
+def _label_text(value: object) -> str:
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))
+    return str(value)
+
+
+def _write(frame: pd.DataFrame, path: Path) -> None:
+    with atomic_path(path) as tmp:
+        if path.suffix.lower() in _PARQUET:
+            frame.to_parquet(tmp, index=False)
+        else:
+            frame.to_csv(tmp, index=False, lineterminator="\n")
+
+
+def apply_decisions(
+    manifest_path: str | Path,
+    decisions_path: str | Path,
+    output: str | Path,
+    *,
+    allow_new_labels: bool = False,
+) -> ApplySummary:
+    """Write the cleaned manifest to ``output`` and the dropped rows beside it.
+
+    Args:
+        manifest_path: the manifest the run was made from (.csv or .parquet). Rows are
+            matched by its ``id`` column or, without one, by the 0-based row number.
+        decisions_path: ``decisions.csv`` exported by the review page.
+        output: the cleaned manifest (.csv or .parquet, whatever the input's format);
+            the dropped rows go to ``dropped_path(output)``.
+        allow_new_labels: accept a ``new_label`` that no manifest row has.
+
+    Raises:
+        DecisionsError: one line naming the row or file, before anything is written:
+            unknown ids, unknown labels, conflicting duplicates, unknown decisions,
+            missing columns, or an output that would overwrite an input.
+    """
+    src = Path(manifest_path).expanduser().resolve()
+    dec = Path(decisions_path).expanduser().resolve()
+    out = Path(output).expanduser().resolve()
+    sidecar = _check_outputs(src, dec, out)
+
+    manifest = load_manifest(src, check_files=False)
+    raw = read_table(src).reset_index(drop=True)
+    ids = manifest.frame["id"].to_numpy(dtype=object)
+    labels = manifest.frame["label"].to_numpy(dtype=object)
+    decisions = read_decisions(dec)
+    chosen = _validate(
+        decisions,
+        name=dec.name,
+        ids=set(ids),
+        classes=manifest.classes,
+        allow_new_labels=allow_new_labels,
+    )
+
+    drop = np.zeros(len(raw), dtype=bool)
+    relabel_rows: list[int] = []
+    relabel_to: list[str] = []
+    pairs: Counter[tuple[str, str]] = Counter()
+    for i, rid in enumerate(ids):
+        decision, new_label = chosen.get(rid, ("keep", ""))
+        if decision == "drop":
+            drop[i] = True
+        elif decision == "relabel" and new_label != labels[i]:
+            relabel_rows.append(i)
+            relabel_to.append(new_label)
+            pairs[(str(labels[i]), new_label)] += 1
+
+    cleaned = raw.copy()
+    cleaned["label"] = _with_labels(
+        raw["label"], np.asarray(relabel_rows, dtype=np.int64), relabel_to
+    )
+    _write(raw[drop], sidecar)
+    _write(cleaned[~drop], out)
+    n_relabelled = len(relabel_rows)
+    return ApplySummary(
+        output=out,
+        dropped_path=sidecar,
+        rows_in=len(raw),
+        kept=int((~drop).sum()) - n_relabelled,
+        dropped=int(drop.sum()),
+        decisions=len(decisions),
+        relabelled=dict(sorted(pairs.items())),
+    )

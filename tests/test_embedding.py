@@ -1,0 +1,90 @@
+"""Phase 2's head, its run directory and embeddings of new images."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from conftest import SmallSet
+
+from noisyclean.embedding import (
+    EmbeddingHead,
+    TrainConfig,
+    embed,
+    load_run,
+    relative_confidences,
+    train_head,
+)
+from noisyclean.errors import NoisyCleanError
+
+
+def _data(seed: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    centres = rng.normal(size=(4, 32))
+    labels = rng.integers(0, 4, 400)
+    x = (centres[labels] + 0.8 * rng.normal(size=(400, 32))).astype(np.float32)
+    return x, labels, np.eye(4, dtype=np.float32)[labels]
+
+
+@pytest.mark.parametrize("loss", ["smooth-proxy-anchor", "proxy-anchor", "multi-similarity"])
+def test_training_lowers_the_loss_and_separates_classes(loss: str) -> None:
+    x, y, c = _data()
+    losses: list[float] = []
+    cfg = TrainConfig(loss=loss, embedding_dim=16, epochs=8, batch_size=64, device="cpu")
+    head, _ = train_head(
+        x, y, c, n_classes=4, config=cfg, progress=lambda d, t, v: losses.append(v)
+    )
+    assert len(losses) == 8 and losses[-1] < losses[0]
+    e = embed(head, x)
+    assert e.shape == (400, 16)
+    np.testing.assert_allclose(np.linalg.norm(e, axis=1), 1.0, atol=1e-5)
+    sims = e @ e.T
+    np.fill_diagonal(sims, -np.inf)
+    assert (y[sims.argmax(1)] == y).mean() > 0.9
+
+
+def test_same_seed_same_head() -> None:
+    x, y, c = _data()
+    cfg = TrainConfig(embedding_dim=8, epochs=2, batch_size=64, device="cpu", seed=3)
+    a, _ = train_head(x, y, c, n_classes=4, config=cfg)
+    b, _ = train_head(x, y, c, n_classes=4, config=cfg)
+    torch.testing.assert_close(a.linear.weight, b.linear.weight)
+
+
+def test_relative_confidences() -> None:
+    c = np.array([[0.5, 0.25, 0.0], [0.0, 0.0, 0.0]], dtype=np.float32)
+    np.testing.assert_allclose(relative_confidences(c), [[1.0, 0.5, 0.0], [0.0, 0.0, 0.0]])
+
+
+@pytest.mark.parametrize(
+    "bad", [{"loss": "triplet"}, {"embedding_dim": 0}, {"epochs": 0}, {"batch_size": 1}]
+)
+def test_config_rejects_bad_values(bad: dict[str, object]) -> None:
+    with pytest.raises(ValueError):
+        TrainConfig(**bad)  # type: ignore[arg-type]
+
+
+def test_head_output_is_unit_length() -> None:
+    head = EmbeddingHead(10, 4)
+    out = head(torch.randn(5, 10) * 100)
+    torch.testing.assert_close(out.norm(dim=1), torch.ones(5))
+
+
+def test_load_run_refuses_a_folder_that_is_not_a_run(tmp_path: Path) -> None:
+    with pytest.raises(NoisyCleanError, match="not a run directory"):
+        load_run(tmp_path)
+
+
+def test_model_file_is_safetensors_not_pickle(trained_run: tuple[SmallSet, Path, Path]) -> None:
+    _, _, run = trained_run
+    raw = (run / "model.safetensors").read_bytes()
+    header_len = int.from_bytes(raw[:8], "little")
+    header = json.loads(raw[8 : 8 + header_len])
+    assert {"head.linear.weight", "head.linear.bias", "proxies"} <= set(header)
+    assert not raw.startswith(b"\x80")  # a pickle starts with its protocol opcode
+    loaded = load_run(run)
+    assert loaded.proxies is not None and loaded.proxies.shape[0] == 10
+    assert loaded.config["run_id"] == json.loads((run / "config.json").read_text())["run_id"]
