@@ -1,0 +1,237 @@
+"""The methods the benchmark compares, each a function of one prepared workspace.
+
+A workspace folder holds the features of every row (``features.npy``), the clean
+labels (``true.npy``), the train mask (``train.npy``) and, per noise setting and
+seed, the noisy labels (``labels-<tag>.npy``). Each method reads what it needs,
+runs, and returns its figures; ``noisyclean.bench.worker`` runs one method per
+subprocess so that its time and peak memory are its own.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from noisyclean import knn
+from noisyclean.confidence import ConfidenceConfig, score_confidences
+from noisyclean.embedding import TrainConfig, embed, train_head
+from noisyclean.flagging import confident_flags
+from noisyclean.metrics import auroc, average_precision, precision_at_n, recall_at_k
+from noisyclean.suspects import SuspectConfig, find_suspects
+
+RECALL_KS = (1, 2, 4, 8)
+
+
+@dataclass(frozen=True)
+class Job:
+    """One method on one noise setting and seed.
+
+    Attributes:
+        method: a key of ``METHODS``.
+        work: the workspace folder.
+        tag: names the noisy labels (``labels-<tag>.npy``) and Phase 1's output
+            (``conf-<tag>.npy``); empty for methods that read only clean labels.
+        seed: seeds the method.
+        confidence: Phase 1 options.
+        train: Phase 2 options.
+        suspects: suspect-finder options.
+    """
+
+    method: str
+    work: str
+    tag: str
+    seed: int
+    confidence: dict[str, Any] = field(default_factory=dict)
+    train: dict[str, Any] = field(default_factory=dict)
+    suspects: dict[str, Any] = field(default_factory=dict)
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self))
+
+    @classmethod
+    def from_json(cls, text: str) -> Job:
+        return cls(**json.loads(text))
+
+
+@dataclass
+class Workspace:
+    features: np.ndarray
+    true: np.ndarray
+    train: np.ndarray
+    n_classes: int
+    folder: Path
+
+    @classmethod
+    def load(cls, folder: str | Path) -> Workspace:
+        folder = Path(folder)
+        meta = json.loads((folder / "workspace.json").read_text())
+        return cls(
+            features=np.load(folder / "features.npy", mmap_mode="r"),
+            true=np.load(folder / "true.npy"),
+            train=np.load(folder / "train.npy"),
+            n_classes=int(meta["n_classes"]),
+            folder=folder,
+        )
+
+    def noisy(self, tag: str) -> np.ndarray:
+        return np.load(self.folder / f"labels-{tag}.npy")
+
+
+def detection(
+    ws: Workspace, job: Job, name: str, scores: np.ndarray, flagged: np.ndarray, wrong: np.ndarray
+) -> dict[str, float]:
+    """Ranking and flagged-set quality of one detector over the train rows.
+
+    The scores are kept for the runner's precision-recall plot.
+    """
+    (ws.folder / "scores").mkdir(exist_ok=True)
+    np.savez(ws.folder / "scores" / f"{name}__{job.tag}.npz", scores=scores, wrong=wrong)
+    tp = int((flagged & wrong).sum())
+    precision = tp / max(int(flagged.sum()), 1)
+    recall = tp / max(int(wrong.sum()), 1)
+    f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
+    return {
+        "auroc": auroc(scores, wrong),
+        "ap": average_precision(scores, wrong),
+        "p_at_n": precision_at_n(scores, wrong),
+        "flag_precision": precision,
+        "flag_recall": recall,
+        "flag_f1": f1,
+        "flagged": int(flagged.sum()),
+    }
+
+
+def retrieval(ws: Workspace, embeddings: np.ndarray) -> dict[str, float]:
+    """Recall@K among the clean test rows, by their true labels."""
+    test = ~ws.train
+    _, nb = knn.search(embeddings[test], embeddings[test], k=max(RECALL_KS), exclude_self=True)
+    return {f"recall@{k}": v for k, v in recall_at_k(nb, ws.true[test], RECALL_KS).items()}
+
+
+def _x(ws: Workspace) -> np.ndarray:
+    return np.ascontiguousarray(ws.features, dtype=np.float32)
+
+
+def phase1(ws: Workspace, job: Job) -> dict[str, Any]:
+    """noisyclean's Phase 1: the blended confidence C (saved for Phase 2)."""
+    y = ws.noisy(job.tag)
+    cfg = ConfidenceConfig(**{**job.confidence, "seed": job.seed})
+    conf = score_confidences(_x(ws), y, train=ws.train, n_classes=ws.n_classes, config=cfg)
+    np.save(ws.folder / f"conf-{job.tag}.npy", conf.blended)
+    tr = ws.train
+    own = conf.blended[tr][np.arange(int(tr.sum())), y[tr]]
+    flags = confident_flags(conf.blended[tr], y[tr], ws.n_classes)
+    wrong = (y != ws.true)[tr]
+    return {
+        "detection": detection(ws, job, "noisyclean-confidence", 1.0 - own, flags.flagged, wrong)
+    }
+
+
+def knn_vote(ws: Workspace, job: Job) -> dict[str, Any]:
+    """Baseline: a leave-one-out faiss 10-NN label vote on the raw features."""
+    y = ws.noisy(job.tag)
+    tr = np.flatnonzero(ws.train)
+    x = _x(ws)[tr]
+    _, nb = knn.search(x, x, k=10, exclude_self=True)
+    vote = knn.vote(nb, y[tr], ws.n_classes)
+    own = vote[np.arange(len(tr)), y[tr]]
+    flagged = vote.argmax(axis=1) != y[tr]
+    return {"detection": detection(ws, job, "knn-vote", 1.0 - own, flagged, y[tr] != ws.true[tr])}
+
+
+def cleanlab_oof(ws: Workspace, job: Job) -> dict[str, Any]:
+    """Baseline: cleanlab on 5-fold out-of-fold LogisticRegression probabilities.
+
+    scikit-learn's defaults, as cleanlab's ``CleanLearning`` uses by default.
+    """
+    from cleanlab.filter import find_label_issues
+    from cleanlab.rank import get_label_quality_scores
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.model_selection import StratifiedKFold, cross_val_predict
+
+    y = ws.noisy(job.tag)
+    tr = np.flatnonzero(ws.train)
+    probs = cross_val_predict(
+        LogisticRegression(),
+        _x(ws)[tr],
+        y[tr],
+        cv=StratifiedKFold(5, shuffle=True, random_state=job.seed),
+        method="predict_proba",
+    )
+    quality = get_label_quality_scores(y[tr], probs)
+    flagged = find_label_issues(y[tr], probs)
+    wrong = y[tr] != ws.true[tr]
+    return {"detection": detection(ws, job, "cleanlab", 1.0 - quality, flagged, wrong)}
+
+
+def _train_loss(ws: Workspace, job: Job, loss: str, labels: np.ndarray) -> tuple[Any, np.ndarray]:
+    tr = ws.train
+    conf = (
+        np.load(ws.folder / f"conf-{job.tag}.npy")
+        if loss == "smooth-proxy-anchor"
+        else np.eye(ws.n_classes, dtype=np.float32)[labels]
+    )
+    cfg = TrainConfig(**{**job.train, "loss": loss, "seed": job.seed})
+    head, _ = train_head(_x(ws)[tr], labels[tr], conf[tr], n_classes=ws.n_classes, config=cfg)
+    return conf, embed(head, _x(ws))
+
+
+def smooth_proxy_anchor(ws: Workspace, job: Job) -> dict[str, Any]:
+    """noisyclean's Phase 2: Smooth Proxy-Anchor, then the suspects it reports."""
+    y = ws.noisy(job.tag)
+    conf, emb = _train_loss(ws, job, "smooth-proxy-anchor", y)
+    found = find_suspects(
+        emb,
+        y,
+        conf,
+        ids=np.arange(len(y)).astype(str),
+        usable=np.ones(len(y), dtype=bool),
+        train=ws.train,
+        classes=[str(c) for c in range(ws.n_classes)],
+        config=SuspectConfig(**job.suspects),
+    )
+    tr = ws.train
+    t = found.table
+    return {
+        "retrieval": retrieval(ws, emb),
+        "detection": detection(
+            ws,
+            job,
+            "noisyclean-suspicion",
+            t["suspicion"].to_numpy()[tr],
+            t["is_suspect"].to_numpy()[tr],
+            (y != ws.true)[tr],
+        ),
+    }
+
+
+def _loss_method(loss: str, *, clean: bool = False) -> Callable[[Workspace, Job], dict[str, Any]]:
+    def run(ws: Workspace, job: Job) -> dict[str, Any]:
+        labels = ws.true if clean else ws.noisy(job.tag)
+        return {"retrieval": retrieval(ws, _train_loss(ws, job, loss, labels)[1])}
+
+    run.__doc__ = f"{loss} trained on {'clean' if clean else 'noisy'} labels."
+    return run
+
+
+def raw_features(ws: Workspace, job: Job) -> dict[str, Any]:
+    """Retrieval with the frozen backbone features themselves."""
+    return {"retrieval": retrieval(ws, _x(ws))}
+
+
+#: name -> (function, needs noisy labels, needs Phase 1's output)
+METHODS: dict[str, tuple[Callable[[Workspace, Job], dict[str, Any]], bool, bool]] = {
+    "noisyclean-confidence": (phase1, True, False),
+    "knn-vote": (knn_vote, True, False),
+    "cleanlab": (cleanlab_oof, True, False),
+    "smooth-proxy-anchor": (smooth_proxy_anchor, True, True),
+    "proxy-anchor": (_loss_method("proxy-anchor"), True, False),
+    "multi-similarity": (_loss_method("multi-similarity"), True, False),
+    "proxy-anchor-clean": (_loss_method("proxy-anchor", clean=True), False, False),
+    "raw-features": (raw_features, False, False),
+}

@@ -1,0 +1,258 @@
+"""The confidence module on real features of the committed example (1,500 Fashion-MNIST
+images, 20% of the train labels flipped, true labels known)."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import numpy as np
+import pytest
+from conftest import SmallSet, feature_config, write_csv
+
+from noisyclean import knn
+from noisyclean.confidence import (
+    ConfidenceConfig,
+    Confidences,
+    _fit_predict,
+    score_confidences,
+    score_manifest,
+    stratified_folds,
+)
+from noisyclean.errors import NoisyCleanError
+from noisyclean.features import Features
+from noisyclean.manifest import Manifest, load_manifest
+from noisyclean.metrics import auroc
+
+K = 10
+#: Fewer epochs where a test checks bookkeeping rather than quality.
+QUICK = ConfidenceConfig(epochs=3, hidden=64)
+
+
+@pytest.fixture(scope="module")
+def example(
+    example_features: tuple[Manifest, Features],
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(features, given label index, train mask) of the whole example."""
+    manifest, feats = example_features
+    assert len(manifest) == 1500 and manifest.train_mask.sum() == 1000
+    return feats.values, manifest.label_index, manifest.train_mask
+
+
+@pytest.fixture(scope="module")
+def scored(example: tuple[np.ndarray, np.ndarray, np.ndarray]) -> Confidences:
+    x, y, train = example
+    return score_confidences(x, y, train=train, n_classes=K)
+
+
+def _given(c: np.ndarray, y: np.ndarray) -> np.ndarray:
+    return c[np.arange(len(y)), y]
+
+
+def test_shuffled_labels_stay_near_chance_out_of_fold_but_not_in_sample(
+    example: tuple[np.ndarray, np.ndarray, np.ndarray],
+) -> None:
+    x, y, train = example
+    shuffled = y.copy()
+    shuffled[train] = np.random.default_rng(0).permutation(y[train])
+    cfg = ConfidenceConfig()
+    conf = score_confidences(x, shuffled, train=train, n_classes=K, config=cfg)
+    out_of_fold = _given(conf.blended, shuffled)[train].mean()
+    assert out_of_fold < 0.25, out_of_fold  # chance is 1/K = 0.1
+    assert _given(conf.mlp, shuffled)[train].mean() < 0.25
+    assert _given(conf.knn, shuffled)[train].mean() < 0.25
+    # The same MLP scoring the rows it trained on has memorised their random labels.
+    xn = knn.normalize(x)
+    in_sample = _fit_predict(xn[train], shuffled[train], xn[train], K, cfg, seed=0)
+    in_sample_mean = _given(in_sample, shuffled[train]).mean()
+    assert in_sample_mean > 0.4 and in_sample_mean > 3 * out_of_fold
+
+
+def test_noisy_labels_of_the_example_are_found(
+    example: tuple[np.ndarray, np.ndarray, np.ndarray],
+    example_features: tuple[Manifest, Features],
+    scored: Confidences,
+) -> None:
+    _, y, _ = example
+    frame = example_features[0].frame
+    wrong = (frame["label"] != frame["true_label"]).to_numpy()
+    assert wrong.sum() == 200
+    assert auroc(1 - _given(scored.blended, y), wrong) > 0.9
+    for part in (scored.mlp, scored.knn):
+        assert auroc(1 - _given(part, y), wrong) > 0.85
+
+
+def test_output_shapes_ranges_and_blend(
+    example: tuple[np.ndarray, np.ndarray, np.ndarray], scored: Confidences
+) -> None:
+    x, _, _ = example
+    for part in (scored.blended, scored.mlp, scored.knn):
+        assert part.shape == (len(x), K) and part.dtype == np.float32
+        assert ((part >= 0) & (part <= 1)).all()
+    np.testing.assert_allclose(scored.knn.sum(axis=1), 1.0, atol=1e-5)
+    np.testing.assert_allclose(scored.blended, 0.5 * scored.mlp + 0.5 * scored.knn, atol=1e-6)
+
+
+@pytest.mark.parametrize("blend", [0.0, 1.0, 0.25])
+def test_blend_weight(example: tuple[np.ndarray, np.ndarray, np.ndarray], blend: float) -> None:
+    x, y, train = example
+    cfg = dataclasses.replace(QUICK, blend=blend)
+    c = score_confidences(x, y, train=train, n_classes=K, config=cfg)
+    np.testing.assert_allclose(c.blended, blend * c.mlp + (1 - blend) * c.knn, atol=1e-6)
+
+
+def test_same_seed_same_output_different_seed_different(
+    example: tuple[np.ndarray, np.ndarray, np.ndarray],
+) -> None:
+    x, y, train = example
+    a = score_confidences(x, y, train=train, n_classes=K, config=QUICK)
+    b = score_confidences(x, y, train=train, n_classes=K, config=QUICK)
+    c = score_confidences(x, y, train=train, n_classes=K, config=dataclasses.replace(QUICK, seed=1))
+    for field in ("blended", "mlp", "knn", "fold"):
+        np.testing.assert_array_equal(getattr(a, field), getattr(b, field))
+    assert not np.array_equal(a.fold, c.fold)
+    assert not np.allclose(a.mlp, c.mlp)
+    np.testing.assert_array_equal(a.knn, c.knn)  # the exact vote has no randomness
+
+
+def test_test_rows_get_fold_minus_one_and_confidences(
+    example: tuple[np.ndarray, np.ndarray, np.ndarray], scored: Confidences
+) -> None:
+    _, y, train = example
+    assert (scored.fold[~train] == -1).all()
+    assert set(scored.fold[train].tolist()) == set(range(5))
+    test = ~train
+    assert (scored.mlp[test].sum(axis=1) > 0).all()
+    np.testing.assert_allclose(scored.knn[test].sum(axis=1), 1.0, atol=1e-5)
+    # The example's test rows are clean: most are predicted as their own label.
+    assert (scored.blended[test].argmax(axis=1) == y[test]).mean() > 0.65
+
+
+def test_labels_of_test_rows_are_never_read(
+    example: tuple[np.ndarray, np.ndarray, np.ndarray],
+) -> None:
+    x, y, train = example
+    scrambled = y.copy()
+    scrambled[~train] = (y[~train] + 3) % K
+    a = score_confidences(x, y, train=train, n_classes=K, config=QUICK)
+    b = score_confidences(x, scrambled, train=train, n_classes=K, config=QUICK)
+    np.testing.assert_array_equal(a.blended, b.blended)
+
+
+def test_no_usable_row_gets_all_zero_mlp_scores(scored: Confidences) -> None:
+    # At 64 px ~100 feature dimensions are zero in every train row; scaling them by their
+    # training std once gave some rows logits near -1e4 and all-zero sigmoid outputs.
+    assert (scored.mlp.max(axis=1) > 1e-3).all()
+
+
+def test_a_dimension_constant_in_training_does_not_dominate() -> None:
+    rng = np.random.default_rng(0)
+    y = np.repeat([0, 1], 40)
+    x = rng.normal(size=(80, 6)).astype(np.float32)
+    x[:, 0] += 3.0 * y
+    x[:, 5] = 0.0
+    probe = np.zeros((2, 6), dtype=np.float32)
+    probe[:, 0] = [0.0, 3.0]
+    probe[:, 5] = 0.05  # tiny, but never seen in training
+    out = _fit_predict(x, y, probe, 2, ConfidenceConfig(epochs=50, batch_size=16), seed=0)
+    assert out.argmax(axis=1).tolist() == [0, 1]
+    assert (out.max(axis=1) > 0.5).all()
+
+
+def test_folds_are_stratified() -> None:
+    labels = np.repeat(np.arange(4), [50, 23, 7, 2])
+    folds = stratified_folds(labels, 5, seed=3)
+    for c in range(4):
+        counts = np.bincount(folds[labels == c], minlength=5)
+        assert counts.max() - counts.min() <= 1
+    # Small classes are not all dealt into fold 0.
+    assert np.bincount(folds, minlength=5).max() - np.bincount(folds, minlength=5).min() <= 1
+    np.testing.assert_array_equal(folds, stratified_folds(labels, 5, seed=3))
+    assert not np.array_equal(folds, stratified_folds(labels, 5, seed=4))
+
+
+def test_a_class_with_fewer_train_rows_than_folds_is_reported(
+    example: tuple[np.ndarray, np.ndarray, np.ndarray],
+) -> None:
+    x, y, train = example
+    rare = 4
+    keep = (y != rare) | ~train
+    keep[np.flatnonzero(train & (y == rare))[:3]] = True
+    xs, ys, ts = x[keep], y[keep], train[keep]
+    assert (ys[ts] == rare).sum() == 3
+    c = score_confidences(xs, ys, train=ts, n_classes=K, config=QUICK)
+    assert c.small_classes == [rare]
+    assert np.isfinite(c.blended).all()
+    assert (c.fold[ts & (ys == rare)] >= 0).all()
+
+
+def test_a_class_with_one_row_and_a_class_with_none(
+    example: tuple[np.ndarray, np.ndarray, np.ndarray],
+) -> None:
+    x, y, train = example
+    rows = np.flatnonzero(train)[:200]
+    labels = y[rows] % 3
+    labels[0] = 3  # one row of class 3; class 4 has no row at all
+    c = score_confidences(x[rows], labels, train=np.ones(200, bool), n_classes=5, config=QUICK)
+    assert c.small_classes == [3]
+    assert c.blended.shape == (200, 5) and np.isfinite(c.blended).all()
+    assert (c.knn[:, 4] == 0).all()
+    # No model ever saw class 3 when scoring its only row; the vote can't either.
+    assert c.knn[0, 3] == 0
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [
+        {"folds": 1},
+        {"folds": 0},
+        {"k": 0},
+        {"blend": -0.1},
+        {"blend": 1.5},
+        {"epochs": 0},
+        {"batch_size": 0},
+        {"hidden": 0},
+    ],
+)
+def test_config_rejects_bad_values(bad: dict[str, float]) -> None:
+    (name,) = bad
+    with pytest.raises(ValueError, match=name):
+        ConfidenceConfig(**bad)  # type: ignore[arg-type]
+
+
+def test_config_is_frozen() -> None:
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        ConfidenceConfig().folds = 3  # type: ignore[misc]
+
+
+def test_score_manifest_keeps_unusable_rows(
+    small_set: SmallSet,
+    small_features: tuple[Manifest, Features],
+    feature_cache: Path,
+    tmp_path: Path,
+) -> None:
+    # Absolute paths to the session's images: their features are already in the cache.
+    rows = [{**r, "path": str(small_set.root / r["path"])} for r in small_set.rows]
+    (tmp_path / "broken.png").write_text("not an image")
+    rows.insert(3, {"id": "gone", "path": "gone.png", "label": "Bag", "split": "train"})
+    rows.insert(7, {"id": "broken", "path": "broken.png", "label": "Coat", "split": "train"})
+    manifest = load_manifest(write_csv(tmp_path / "m.csv", rows))
+    result = score_manifest(manifest, features=feature_config(feature_cache), config=QUICK)
+    t = result.table
+    assert t["id"].tolist() == [r["id"] for r in rows]
+    assert t["status"].tolist()[3] == "missing" and t["status"].tolist()[7] == "unreadable"
+    bad = t["status"] != "ok"
+    assert t.loc[bad, "confidence"].isna().all() and t.loc[bad, "pred_label"].isna().all()
+    assert t.loc[bad, "confidences"].isna().all() and (t.loc[bad, "fold"] == -1).all()
+    assert t.loc[~bad, "confidence"].notna().all()
+    assert result.computed == 1  # the broken file; every other image came from the cache
+    assert len(result.flag_rows) == int(((t["status"] == "ok") & (t["split"] == "train")).sum())
+    assert result.auroc is not None and 0 <= result.auroc <= 1
+
+
+def test_score_manifest_without_usable_train_rows_is_an_error(tmp_path: Path) -> None:
+    (tmp_path / "x.png").write_text("not an image")
+    rows = [{"path": "x.png", "label": "a"}, {"path": "gone.png", "label": "b"}]
+    manifest = load_manifest(write_csv(tmp_path / "m.csv", rows))
+    with pytest.raises(NoisyCleanError, match="no usable train rows"):
+        score_manifest(manifest, features=feature_config(tmp_path / "cache"), config=QUICK)

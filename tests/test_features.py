@@ -1,0 +1,268 @@
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+from conftest import SMALL_SIZE, SmallSet, feature_config, write_csv
+from PIL import Image
+
+from noisyclean.backbones import load_backbone
+from noisyclean.features import FeatureCache, Features, extract_features, load_image
+from noisyclean.manifest import Manifest, load_manifest
+
+
+@pytest.fixture
+def images(tmp_path: Path, small_set: SmallSet) -> list[str]:
+    """Ten real images (one per class) copied into this test's own folder."""
+    (tmp_path / "img").mkdir()
+    names = []
+    seen: set[str] = set()
+    for r in small_set.rows:
+        if r["true_label"] in seen:
+            continue
+        seen.add(r["true_label"])
+        name = f"img/{len(names):02d}.png"
+        shutil.copyfile(small_set.root / r["path"], tmp_path / name)
+        names.append(name)
+    return names
+
+
+def _manifest(folder: Path, paths: list[str], name: str = "m.csv") -> Manifest:
+    labels = ["a", "b"] * len(paths)
+    rows = [{"path": p, "label": labels[i]} for i, p in enumerate(paths)]
+    return load_manifest(write_csv(folder / name, rows))
+
+
+def _direct(path: Path, size: int) -> np.ndarray:
+    """The backbone run on one image by hand, outside the batched, cached pipeline."""
+    backbone = load_backbone("efficientnet-lite0", image_size=size)
+    return backbone(backbone.preprocess()(load_image(path))[None])[0].numpy()
+
+
+def _bad_files(folder: Path, good: Path) -> dict[str, str]:
+    data = good.read_bytes()
+    (folder / "bad").mkdir()
+    (folder / "bad/corrupt.png").write_bytes(data[:16] + bytes(range(256)) * 4)
+    (folder / "bad/truncated.png").write_bytes(data[: len(data) // 2])
+    (folder / "bad/text.png").write_text("this is not an image\n")
+    (folder / "bad/empty.jpg").write_bytes(b"")
+    return {
+        "corrupt": "bad/corrupt.png",
+        "truncated": "bad/truncated.png",
+        "text": "bad/text.png",
+        "empty": "bad/empty.jpg",
+    }
+
+
+@pytest.mark.parametrize("workers", [0, 2])
+def test_unusable_rows_are_kept_in_order_with_zero_features(
+    tmp_path: Path, images: list[str], workers: int
+) -> None:
+    bad = _bad_files(tmp_path, tmp_path / images[0])
+    paths = [
+        images[0],
+        bad["corrupt"],
+        images[1],
+        "img/gone.png",
+        bad["truncated"],
+        images[2],
+        bad["text"],
+        bad["empty"],
+        images[3],
+    ]
+    m = _manifest(tmp_path, paths)
+    assert m.frame["status"].tolist().count("missing") == 1
+    feats = extract_features(m, feature_config(tmp_path / "cache", workers=workers, batch_size=4))
+    want = [
+        "ok",
+        "unreadable",
+        "ok",
+        "missing",
+        "unreadable",
+        "ok",
+        "unreadable",
+        "unreadable",
+        "ok",
+    ]
+    assert feats.status.tolist() == want
+    assert feats.values.shape == (9, 1280) and feats.values.dtype == np.float32
+    assert feats.computed == 8  # the missing row is never opened
+    ok = feats.status == "ok"
+    assert (feats.values[~ok] == 0).all()
+    assert (np.abs(feats.values[ok]).sum(axis=1) > 0).all()
+    for i in np.flatnonzero(ok):
+        np.testing.assert_allclose(
+            feats.values[i], _direct(tmp_path / paths[i], SMALL_SIZE), rtol=1e-4, atol=1e-4
+        )
+    # The manifest itself is not changed; its status column still says what it saw.
+    assert m.frame["status"].tolist().count("unreadable") == 0
+
+
+def test_unreadable_verdicts_are_cached_too(tmp_path: Path, images: list[str]) -> None:
+    bad = _bad_files(tmp_path, tmp_path / images[0])
+    m = _manifest(tmp_path, [images[0], bad["truncated"], bad["text"]])
+    cfg = feature_config(tmp_path / "cache")
+    first = extract_features(m, cfg)
+    again = extract_features(m, cfg)
+    assert first.computed == 3 and again.computed == 0
+    assert again.status.tolist() == ["ok", "unreadable", "unreadable"]
+
+
+def test_odd_image_modes_are_usable(tmp_path: Path, images: list[str]) -> None:
+    src = Image.open(tmp_path / images[0])
+    grey = np.asarray(src.convert("L"))
+    src.convert("L").save(tmp_path / "grey.png")
+    src.convert("RGBA").save(tmp_path / "rgba.png")
+    src.convert("CMYK").save(tmp_path / "cmyk.jpg")
+    src.convert("P").save(tmp_path / "pal.png", transparency=0)
+    Image.fromarray(grey.astype(np.uint16) * 257).save(tmp_path / "deep.png")
+    Image.fromarray(grey.astype(np.uint16) * 257).save(tmp_path / "deep.tif")
+    paths = ["grey.png", "rgba.png", "cmyk.jpg", "pal.png", "deep.png", "deep.tif"]
+    feats = extract_features(_manifest(tmp_path, paths), feature_config(tmp_path / "cache"))
+    assert feats.status.tolist() == ["ok"] * len(paths)
+    # 16-bit greyscale scaled back to 8 bits is the same picture as the 8-bit greyscale.
+    np.testing.assert_allclose(feats.values[4], feats.values[0], rtol=0.05, atol=0.05)
+
+
+def test_second_call_reads_everything_from_the_cache(tmp_path: Path, images: list[str]) -> None:
+    m = _manifest(tmp_path, images)
+    cfg = feature_config(tmp_path / "cache")
+    calls: list[tuple[int, int]] = []
+    first = extract_features(m, cfg, progress=lambda d, t: calls.append((d, t)))
+    assert first.computed == len(images)
+    assert calls[-1] == (len(images), len(images))
+    second = extract_features(m, cfg)
+    assert second.computed == 0
+    np.testing.assert_array_equal(second.values, first.values)
+    assert second.image_size == first.image_size == SMALL_SIZE
+
+
+def test_cache_hit_does_not_load_the_backbone(
+    tmp_path: Path, images: list[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    m = _manifest(tmp_path, images[:3])
+    cfg = feature_config(tmp_path / "cache")
+    extract_features(m, cfg)
+
+    def refuse(*args: object, **kw: object) -> None:
+        raise AssertionError("backbone loaded on a full cache hit")
+
+    monkeypatch.setattr("noisyclean.features.load_backbone", refuse)
+    assert extract_features(m, cfg).computed == 0
+
+
+def test_resume_computes_only_what_is_missing(tmp_path: Path, images: list[str]) -> None:
+    cfg = feature_config(tmp_path / "cache")
+    half = extract_features(_manifest(tmp_path, images[:4], name="half.csv"), cfg)
+    assert half.computed == 4
+    whole = extract_features(_manifest(tmp_path, images), cfg)
+    assert whole.computed == len(images) - 4
+    np.testing.assert_array_equal(whole.values[:4], half.values)
+    fresh = extract_features(_manifest(tmp_path, images), feature_config(tmp_path / "fresh"))
+    np.testing.assert_allclose(whole.values, fresh.values, rtol=1e-5, atol=1e-5)
+
+
+def test_same_file_through_another_manifest_is_a_cache_hit(
+    tmp_path: Path, images: list[str]
+) -> None:
+    cfg = feature_config(tmp_path / "cache")
+    extract_features(_manifest(tmp_path, images[:3]), cfg)
+    (tmp_path / "sub").mkdir()
+    absolute = _manifest(tmp_path / "sub", [str(tmp_path / p) for p in images[:3]])
+    assert extract_features(absolute, cfg).computed == 0
+
+
+def test_touching_a_file_recomputes_it(tmp_path: Path, images: list[str]) -> None:
+    m = _manifest(tmp_path, images[:4])
+    cfg = feature_config(tmp_path / "cache")
+    before = extract_features(m, cfg)
+    st = (tmp_path / images[2]).stat()
+    os.utime(tmp_path / images[2], ns=(st.st_atime_ns, st.st_mtime_ns + 5_000_000_000))
+    after = extract_features(m, cfg)
+    assert after.computed == 1
+    np.testing.assert_allclose(after.values, before.values, rtol=1e-5, atol=1e-5)
+
+
+def test_replacing_a_file_recomputes_it(tmp_path: Path, images: list[str]) -> None:
+    m = _manifest(tmp_path, images[:2])
+    cfg = feature_config(tmp_path / "cache")
+    before = extract_features(m, cfg)
+    target = tmp_path / images[1]
+    st = target.stat()
+    Image.open(tmp_path / images[0]).save(target)
+    os.utime(target, ns=(st.st_atime_ns, st.st_mtime_ns + 1_000_000_000))
+    after = extract_features(m, cfg)
+    assert after.computed == 1
+    np.testing.assert_allclose(after.values[1], before.values[0], rtol=1e-4, atol=1e-4)
+    assert not np.allclose(after.values[1], before.values[1], atol=1e-3)
+
+
+def test_image_size_gets_its_own_cache(tmp_path: Path, images: list[str]) -> None:
+    m = _manifest(tmp_path, images[:3])
+    at32 = extract_features(m, feature_config(tmp_path / "cache", image_size=32))
+    at48 = extract_features(m, feature_config(tmp_path / "cache", image_size=48))
+    assert at32.computed == at48.computed == 3
+    assert at48.image_size == 48
+    assert not np.allclose(at32.values, at48.values, atol=1e-3)
+    assert extract_features(m, feature_config(tmp_path / "cache", image_size=32)).computed == 0
+    assert extract_features(m, feature_config(tmp_path / "cache", image_size=48)).computed == 0
+    assert len([d for d in (tmp_path / "cache").iterdir() if d.is_dir()]) == 2
+
+
+def test_a_damaged_cache_chunk_is_recomputed_not_trusted(tmp_path: Path, images: list[str]) -> None:
+    m = _manifest(tmp_path, images[:3])
+    cfg = feature_config(tmp_path / "cache")
+    before = extract_features(m, cfg)
+    (chunk,) = FeatureCache(tmp_path / "cache", "efficientnet-lite0", SMALL_SIZE).dir.glob(
+        "chunk-*.npz"
+    )
+    chunk.write_bytes(chunk.read_bytes()[:100])
+    after = extract_features(m, cfg)
+    assert after.computed == 3
+    np.testing.assert_allclose(after.values, before.values, rtol=1e-5, atol=1e-5)
+
+
+def test_file_removed_after_the_manifest_was_read_is_missing(
+    tmp_path: Path, images: list[str]
+) -> None:
+    m = _manifest(tmp_path, images[:3])
+    (tmp_path / images[1]).unlink()
+    feats = extract_features(m, feature_config(tmp_path / "cache"))
+    assert feats.status.tolist() == ["ok", "missing", "ok"]
+    assert (feats.values[1] == 0).all()
+
+
+def test_no_image_size_means_the_native_size(tmp_path: Path, images: list[str]) -> None:
+    m = _manifest(tmp_path, images[:2])
+    feats = extract_features(m, feature_config(tmp_path / "cache", image_size=None))
+    assert feats.image_size == 224
+    np.testing.assert_allclose(
+        feats.values[0], _direct(tmp_path / images[0], 224), rtol=1e-4, atol=1e-4
+    )
+
+
+def test_session_features_are_real_and_distinct(small_features: tuple[Manifest, Features]) -> None:
+    manifest, feats = small_features
+    assert feats.values.shape == (len(manifest), 1280)
+    assert (feats.status == "ok").all()
+    norms = np.linalg.norm(feats.values, axis=1)
+    assert (norms > 0).all()
+    assert len(np.unique(feats.values.round(4), axis=0)) == len(manifest)
+    # Post-ReLU6 pooled activations of a real network: non-negative.
+    assert feats.values.min() >= 0
+
+
+def test_a_chunk_left_by_an_interrupted_write_is_ignored(tmp_path: Path, images: list[str]) -> None:
+    m = _manifest(tmp_path, images[:2])
+    cfg = feature_config(tmp_path / "cache")
+    before = extract_features(m, cfg)
+    folder = FeatureCache(tmp_path / "cache", "efficientnet-lite0", SMALL_SIZE).dir
+    (chunk,) = folder.glob("chunk-*.npz")
+    (folder / "chunk-0000.tmp.npz").write_bytes(chunk.read_bytes()[:-300])
+    (folder / "chunk-0001.tmp.npz").write_bytes(b"")
+    after = extract_features(m, cfg)
+    assert after.computed == 0
+    np.testing.assert_array_equal(after.values, before.values)
