@@ -43,6 +43,7 @@ class ApplySummary:
         relabelled: rows relabelled, per ``(from, to)`` label pair.
         dropped: rows moved to the sidecar.
         decisions: rows of the decisions file.
+        warnings: one line each, about what ``apply`` did but the user may not expect.
     """
 
     output: Path
@@ -52,6 +53,7 @@ class ApplySummary:
     dropped: int
     decisions: int
     relabelled: dict[tuple[str, str], int] = field(default_factory=dict)
+    warnings: tuple[str, ...] = ()
 
     @property
     def rows_out(self) -> int:
@@ -178,6 +180,14 @@ def _with_labels(column: pd.Series, rows: np.ndarray, labels: list[str]) -> pd.S
     column = column.copy()
     if len(rows) == 0:
         return column
+    if isinstance(column.dtype, pd.CategoricalDtype):
+        new = [v for v in dict.fromkeys(labels) if v not in column.cat.categories]
+        try:
+            categorical: pd.Series = column.cat.add_categories(new)
+            categorical.iloc[rows] = pd.Series(labels, dtype=categorical.dtype).to_numpy()
+            return categorical
+        except (TypeError, ValueError):
+            column = column.astype(object)
     if pd.api.types.is_integer_dtype(column.dtype):
         try:
             column.iloc[rows] = [int(v) for v in labels]
@@ -198,11 +208,14 @@ def _label_text(value: object) -> str:
 
 
 def _write(frame: pd.DataFrame, path: Path) -> None:
-    with atomic_path(path) as tmp:
-        if path.suffix.lower() in _PARQUET:
-            frame.to_parquet(tmp, index=False)
-        else:
-            frame.to_csv(tmp, index=False, lineterminator="\n")
+    try:
+        with atomic_path(path) as tmp:
+            if path.suffix.lower() in _PARQUET:
+                frame.to_parquet(tmp, index=False)
+            else:
+                frame.to_csv(tmp, index=False, lineterminator="\n")
+    except OSError as err:
+        raise DecisionsError(f"{path}: cannot write ({err.strerror or err})") from None
 
 
 def apply_decisions(
@@ -226,6 +239,7 @@ def apply_decisions(
         DecisionsError: one line naming the row or file, before anything is written:
             unknown ids, unknown labels, conflicting duplicates, unknown decisions,
             missing columns, or an output that would overwrite an input.
+        ManifestError: the manifest itself is unusable (see ``load_manifest``).
     """
     src = Path(manifest_path).expanduser().resolve()
     dec = Path(decisions_path).expanduser().resolve()
@@ -258,6 +272,9 @@ def apply_decisions(
             relabel_to.append(new_label)
             pairs[(str(labels[i]), new_label)] += 1
 
+    for target in (sidecar, out):
+        if target.is_dir():
+            raise DecisionsError(f"{target}: is a folder; give a file name (.csv or .parquet)")
     cleaned = raw.copy()
     cleaned["label"] = _with_labels(
         raw["label"], np.asarray(relabel_rows, dtype=np.int64), relabel_to
@@ -265,6 +282,13 @@ def apply_decisions(
     _write(raw[drop], sidecar)
     _write(cleaned[~drop], out)
     n_relabelled = len(relabel_rows)
+    warnings = []
+    relative = [p for p in manifest.frame["path"] if not Path(p).expanduser().is_absolute()]
+    if relative and out.parent != src.parent:
+        warnings.append(
+            f"{out.name} is not in the manifest's folder ({src.parent}), so its "
+            f"{len(relative)} relative paths no longer resolve to the images there"
+        )
     return ApplySummary(
         output=out,
         dropped_path=sidecar,
@@ -273,4 +297,5 @@ def apply_decisions(
         dropped=int(drop.sum()),
         decisions=len(decisions),
         relabelled=dict(sorted(pairs.items())),
+        warnings=tuple(warnings),
     )

@@ -60,6 +60,7 @@ SUSPECTS_SCHEMA = pa.schema(
         ("is_suspect", pa.bool_()),
         ("rank", pa.int64()),
         ("status", pa.string()),
+        ("neighbours_given", pa.list_(pa.string())),
     ]
 )
 

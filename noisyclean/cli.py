@@ -34,6 +34,7 @@ from noisyclean.confidence import ConfidenceConfig, ScoreResult, score_manifest
 from noisyclean.errors import NoisyCleanError
 from noisyclean.features import FeatureConfig
 from noisyclean.flagging import Flags
+from noisyclean.losses import LOSSES
 from noisyclean.manifest import load_manifest
 from noisyclean.suspects import Suspects
 
@@ -71,7 +72,12 @@ CacheDirOpt = Annotated[
         file_okay=False,
     ),
 ]
-DeviceOpt = Annotated[str, typer.Option(help="auto, cpu or cuda.")]
+DeviceOpt = Annotated[
+    str,
+    typer.Option(
+        help="auto, cpu or cuda: where models run (auto picks CUDA when there is one).",
+    ),
+]
 BatchSizeOpt = Annotated[int, typer.Option(help="Images per backbone forward pass.", min=1)]
 WorkersOpt = Annotated[int, typer.Option(help="Worker processes decoding images.", min=0)]
 SeedOpt = Annotated[int, typer.Option(help="Seed of every random step; same seed, same output.")]
@@ -296,7 +302,10 @@ def train(
         Path, typer.Option("-o", "--output", help="Run directory to write.", file_okay=False)
     ] = Path("run"),
     loss: Annotated[
-        str, typer.Option(help="smooth-proxy-anchor, proxy-anchor or multi-similarity.")
+        str,
+        typer.Option(
+            help=f"{', '.join(LOSSES)}: the method's loss or a baseline, same pipeline.",
+        ),
     ] = "smooth-proxy-anchor",
     embedding_dim: Annotated[int, typer.Option(help="Embedding dimension.", min=1)] = 128,
     epochs: Annotated[int, typer.Option(help="Passes over the train rows.", min=1)] = 20,
@@ -307,7 +316,10 @@ def train(
     tau: Annotated[float, typer.Option(help="Smoothing threshold τ.")] = 0.5,
     sharpness: Annotated[float, typer.Option("--k-smooth", help="Smoothing sharpness k.")] = 20.0,
     positives: Annotated[
-        str, typer.Option(help="given: pull only on the given label's proxy; soft: on every class.")
+        str,
+        typer.Option(
+            help="given: pull only on the given label's proxy; soft: on every class's.",
+        ),
     ] = "given",
     renormalize: Annotated[
         bool,
@@ -393,7 +405,6 @@ def _print_suspects(found: Suspects, top: int) -> None:
     for col in (
         "rank",
         "id",
-        "path",
         "label",
         "suggested",
         "suspicion",
@@ -453,6 +464,92 @@ def embed_cmd(
 
 
 @app.command()
+def review(
+    run_dir: Annotated[Path, typer.Argument(help="Run directory written by `noisyclean train`.")],
+    output: Annotated[Path, typer.Option("-o", "--output", help="The HTML page to write.")] = Path(
+        "review.html"
+    ),
+    top: Annotated[
+        int, typer.Option(help="At most this many suspects, most suspicious first.", min=1)
+    ] = 500,
+    thumb_size: Annotated[
+        int, typer.Option(help="Largest side of the embedded thumbnails, in pixels.", min=8)
+    ] = 96,
+    neighbours: Annotated[
+        int, typer.Option(help="Neighbour thumbnails per class on each card.", min=0)
+    ] = 4,
+) -> None:
+    """Write one self-contained HTML page to review the suspects and export decisions.csv.
+
+    The page works offline (no server, no CDN); decisions persist in the browser
+    under the run's id. Keys: j/k next/previous, a keep, r relabel to the
+    suggested label, 1-9/0 relabel to a class, d drop, u undo.
+    """
+    from noisyclean.review import write_review
+
+    with user_errors():
+        summary = write_review(
+            run_dir, output, top=top, thumb_size=thumb_size, neighbours=neighbours
+        )
+        missing = f", {summary.missing_images} without an image" if summary.missing_images else ""
+        out.print(
+            f"wrote {escape(str(summary.output))}: [bold]{summary.cards}[/] of "
+            f"{summary.suspects} suspects{missing}, {summary.images} thumbnails, "
+            f"{summary.size / 1e6:.2f} MB",
+            highlight=False,
+            soft_wrap=True,
+        )
+
+
+@app.command("apply")
+def apply_cmd(
+    manifest: Annotated[
+        Path, typer.Argument(help="The manifest the run was made from (.csv or .parquet).")
+    ],
+    decisions: Annotated[
+        Path,
+        typer.Argument(help="decisions.csv exported by the review page (id,decision,new_label)."),
+    ],
+    output: Annotated[
+        Path,
+        typer.Option(
+            "-o",
+            "--output",
+            help="Cleaned manifest (.csv or .parquet); dropped rows go to OUT.dropped.<ext>.",
+        ),
+    ],
+    allow_new_labels: Annotated[
+        bool, typer.Option(help="Accept a new_label that is not a label of the manifest.")
+    ] = False,
+) -> None:
+    """Apply review decisions: relabel rows, move dropped rows to a sidecar, keep the rest.
+
+    Rows without a decision are kept. Other columns and the row order are kept;
+    rows in = rows out + rows dropped.
+    """
+    from noisyclean.apply import apply_decisions
+
+    with user_errors():
+        s = apply_decisions(manifest, decisions, output, allow_new_labels=allow_new_labels)
+    table = Table(title=f"{s.rows_in} rows in, {s.decisions} decisions")
+    table.add_column("")
+    table.add_column("rows", justify="right")
+    table.add_row("kept", str(s.kept))
+    for (before, after), n in s.relabelled.items():
+        table.add_row(f"relabelled {escape(before)} → {escape(after)}", str(n))
+    table.add_row("dropped", str(s.dropped))
+    out.print(table)
+    for warning in s.warnings:
+        console.print(f"[yellow]warning:[/] {escape(warning)}", highlight=False, soft_wrap=True)
+    out.print(
+        f"wrote {escape(str(s.output))} ({s.rows_out} rows) and "
+        f"{escape(str(s.dropped_path))} ({s.dropped} rows)",
+        highlight=False,
+        soft_wrap=True,
+    )
+
+
+@app.command()
 def bench(
     manifest: Annotated[
         Path,
@@ -489,10 +586,11 @@ def bench(
     lr: Annotated[float, typer.Option(help="Head learning rate; proxies get x100.")] = 3e-4,
     folds: Annotated[int, typer.Option(help="Phase 1 cross-fitting folds.", min=2)] = 5,
 ) -> None:
-    """Measure detection, retrieval and cost against cleanlab, a k-NN vote, Proxy-Anchor
-    and MultiSimilarity on the same cached features, with known injected noise.
+    """Inject known noise and compare detection, retrieval and cost with the baselines.
 
-    Each method runs in its own subprocess so its time and peak memory are its own.
+    Baselines: cleanlab, a k-NN vote, Proxy-Anchor and MultiSimilarity, all on the
+    same cached features. Each method runs in its own subprocess so its time and
+    peak memory are its own.
     Writes OUTPUT/results.json, results.md, precision_recall.png and recall_vs_noise.png.
     """
     from noisyclean.bench.methods import METHODS
