@@ -558,7 +558,11 @@ def bench(
     noise: Annotated[
         list[str],
         typer.Option(
-            help="Noise to inject into train rows, e.g. symmetric:0.2 or pair:0.3; repeat."
+            help=(
+                "Noise to inject into train rows; repeat. symmetric:RATE, pair:RATE (each class "
+                "flips to its nearest class by feature centroid) or transition:MATRIX.csv "
+                "(K×K, row c = P(noisy label | true class c), classes in sorted order)."
+            )
         ),
     ],
     output: Annotated[

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -264,3 +265,32 @@ def test_apply_noise_dispatches(labels: np.ndarray) -> None:
         apply_noise(NoiseSpec("pair", 0.4), small, 4, seed=1, features=features),
         pair_noise(small, 4, rate=0.4, seed=1, features=features),
     )
+
+
+def test_transition_spec_reads_its_matrix_and_round_trips(tmp_path: Path) -> None:
+    path = tmp_path / "m.csv"
+    matrix = np.array([[0.8, 0.2, 0.0], [0.0, 1.0, 0.0], [0.3, 0.0, 0.7]])
+    np.savetxt(path, matrix, delimiter=",")
+    spec = parse_noise(f"transition:{path}")
+    assert spec.kind == "transition" and spec.rate == pytest.approx(0.5 / 3)
+    assert parse_noise(str(spec)) == spec
+    labels = np.repeat(np.arange(3), 5000)
+    noisy = apply_noise(spec, labels, 3, seed=0)
+    assert np.array_equal(noisy, transition_noise(labels, 3, matrix=matrix, seed=0))
+    assert (noisy[labels == 1] == 1).all()
+    assert abs((noisy[labels == 0] == 1).mean() - 0.2) < 0.02
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [(None, "transition matrix"), ("0.5,0.5\n", "not square"), ("a,b\nc,d\n", "transition matrix")],
+)
+def test_transition_spec_errors_are_one_line(
+    tmp_path: Path, content: str | None, message: str
+) -> None:
+    path = tmp_path / "m.csv"
+    if content is not None:
+        path.write_text(content)
+    with pytest.raises(ValueError, match=message) as err:
+        parse_noise(f"transition:{path}")
+    assert "\n" not in str(err.value)

@@ -30,7 +30,7 @@ __all__ = [
     "transition_noise",
 ]
 
-NoiseKind = Literal["symmetric", "pair"]
+NoiseKind = Literal["symmetric", "pair", "transition"]
 _KINDS: tuple[str, ...] = get_args(NoiseKind)
 
 
@@ -224,33 +224,56 @@ def transition_noise(
 
 @dataclass(frozen=True)
 class NoiseSpec:
-    """A noise kind and rate, as written on the command line (``"pair:0.3"``).
+    """A noise setting, as written on the command line.
+
+    ``"symmetric:0.2"`` and ``"pair:0.3"`` give a kind and a rate;
+    ``"transition:matrix.csv"`` names a K×K row-stochastic CSV (no header) of
+    P(noisy label = j | true label = c), whose mean off-diagonal mass is its rate.
 
     Attributes:
-        kind: ``"symmetric"`` or ``"pair"``.
-        rate: Fraction of rows to flip, in ``[0, 1)``.
+        kind: ``"symmetric"``, ``"pair"`` or ``"transition"``.
+        rate: Fraction of rows to flip, in ``[0, 1)`` (for ``transition``, the mean
+            flip probability of a class).
+        matrix: Only for ``transition``: the path of the matrix CSV.
     """
 
     kind: NoiseKind
     rate: float
+    matrix: str | None = None
 
     def __post_init__(self) -> None:
         if self.kind not in _KINDS:
             raise ValueError(f"noise kind must be one of {'|'.join(_KINDS)}, got {self.kind!r}")
+        if (self.kind == "transition") != (self.matrix is not None):
+            raise ValueError("a transition matrix goes with kind 'transition' only")
         object.__setattr__(self, "rate", _check_rate(self.rate))
 
     def __str__(self) -> str:
+        if self.kind == "transition":
+            return f"transition:{self.matrix}"
         return f"{self.kind}:{self.rate!r}"
+
+    def load_matrix(self) -> np.ndarray:
+        """The transition matrix (K, K), read from its CSV."""
+        if self.matrix is None:
+            raise ValueError(f"noise {self} has no transition matrix")
+        try:
+            return np.atleast_2d(np.loadtxt(self.matrix, delimiter=",", dtype=np.float64))
+        except (OSError, ValueError) as err:
+            first = (str(err).splitlines() or [type(err).__name__])[0]
+            raise ValueError(f"transition matrix {self.matrix}: {first}") from None
 
 
 def parse_noise(spec: str) -> NoiseSpec:
-    """Parse ``"KIND:RATE"`` such as ``"symmetric:0.2"`` or ``"pair:0.3"``.
+    """Parse ``"KIND:RATE"`` such as ``"symmetric:0.2"`` or ``"pair:0.3"``, or
+    ``"transition:matrix.csv"``.
 
     ``parse_noise(str(s)) == s`` for every :class:`NoiseSpec` ``s``.
 
     Raises:
         ValueError: With a one-line message when the spec is malformed, the
-            kind is not ``symmetric`` or ``pair``, or the rate is outside ``[0, 1)``.
+            kind is unknown, the rate is outside ``[0, 1)``, or the matrix file
+            can't be read.
     """
     kind, sep, rate_text = spec.strip().partition(":")
     if not sep:
@@ -258,6 +281,14 @@ def parse_noise(spec: str) -> NoiseSpec:
     kind = kind.strip().lower()
     if kind not in _KINDS:
         raise ValueError(f"noise kind must be one of {'|'.join(_KINDS)}, got {kind!r}")
+    if kind == "transition":
+        probe = NoiseSpec(kind="transition", rate=0.0, matrix=rate_text.strip())
+        m = probe.load_matrix()
+        if m.ndim != 2 or m.shape[0] != m.shape[1]:
+            raise ValueError(f"transition matrix {probe.matrix}: not square, shape {m.shape}")
+        return NoiseSpec(
+            kind="transition", rate=float(1.0 - np.diag(m).mean()), matrix=probe.matrix
+        )
     try:
         rate = float(rate_text)
     except ValueError:
@@ -291,4 +322,6 @@ def apply_noise(
     """
     if spec.kind == "symmetric":
         return symmetric_noise(labels, n_classes, rate=spec.rate, seed=seed)
+    if spec.kind == "transition":
+        return transition_noise(labels, n_classes, matrix=spec.load_matrix(), seed=seed)
     return pair_noise(labels, n_classes, rate=spec.rate, seed=seed, features=features)

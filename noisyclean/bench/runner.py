@@ -97,7 +97,8 @@ def _stratified_holdout(labels: np.ndarray, fraction: float, seed: int) -> np.nd
 
 
 def _tag(noise: NoiseSpec, seed: int) -> str:
-    return f"{noise.kind}-{noise.rate:g}-s{seed}"
+    name = Path(noise.matrix).stem if noise.matrix else f"{noise.rate:g}"
+    return f"{noise.kind}-{name}-s{seed}"
 
 
 def _throughput(manifest: Manifest, features: FeatureConfig, n_images: int) -> dict[str, float]:
