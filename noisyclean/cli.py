@@ -139,11 +139,10 @@ def progress_bars() -> Iterator[Callable[[str, str], Tracker]]:
 
 
 def _quiet_hub_logs() -> None:
-    # Hub clients log every retry; the one-line error says what went wrong.
-    for name in ("huggingface_hub", "timm", "open_clip", "root"):
-        logging.getLogger(name).setLevel(logging.ERROR)
-    # open_clip reports a failed download with logging.error() on the root logger.
-    logging.getLogger().setLevel(logging.CRITICAL)
+    # Hub clients log every retry, and open_clip a failed download with logging.error()
+    # on the root logger; the one-line error already says what went wrong.
+    for name in ("huggingface_hub", "timm", "open_clip", ""):
+        logging.getLogger(name).setLevel(logging.CRITICAL)
 
 
 def version_callback(value: bool) -> None:
@@ -186,7 +185,12 @@ def score(
             help="Weight of the MLP in the confidence; the k-NN vote gets the rest.", min=0, max=1
         ),
     ] = 0.5,
-    epochs: Annotated[int, typer.Option(help="MLP epochs per fold.", min=1)] = 20,
+    epochs: Annotated[
+        int,
+        typer.Option(
+            help="MLP epochs per fold; few on purpose: longer fits memorise the noise.", min=1
+        ),
+    ] = 5,
     seed: SeedOpt = 0,
 ) -> None:
     """Phase 1: a confidence for every class of every row, never from a model that saw its label.

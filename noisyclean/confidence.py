@@ -56,7 +56,7 @@ class ConfidenceConfig:
     k: int = 10
     blend: float = 0.5
     hidden: int = 256
-    epochs: int = 20
+    epochs: int = 5
     batch_size: int = 256
     lr: float = 1e-3
     weight_decay: float = 1e-4

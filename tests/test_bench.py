@@ -110,7 +110,7 @@ def test_bench_smoke_every_method_reports_every_figure(tmp_path: Path, feature_c
             assert set(RECALL) <= have, (noise, method)
         for method in METHODS:
             have = set(summary[(summary.noise == noise) & (summary.method == method)].figure)
-            assert {"seconds", "peak_rss_mb"} <= have, (noise, method)
+            assert {"seconds", "peak_rss_mb", "rss_increase_mb"} <= have, (noise, method)
     tp = results["throughput"]
     assert tp["pipeline_images_per_s"] > 0 and tp["bare_forward_images_per_s"] > 0
     md = (out / "results.md").read_text()

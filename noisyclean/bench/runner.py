@@ -335,8 +335,8 @@ def render_markdown(summary: pd.DataFrame, results: dict[str, Any]) -> str:
             "the train rows; P/R/F1 judge each method's own flagged set.",
             "",
             "| method | AUROC | AP | P@n | flagged P | flagged R | flagged F1 | seconds "
-            "| peak RSS MB |",
-            "|---|---|---|---|---|---|---|---|---|",
+            "| peak RSS MB | method's own MB |",
+            "|---|---|---|---|---|---|---|---|---|---|",
         ]
         for method in DETECTORS:
             cost = cost_methods[method]
@@ -347,12 +347,16 @@ def render_markdown(summary: pd.DataFrame, results: dict[str, Any]) -> str:
                     for f in ("auroc", "ap", "p_at_n", "flag_precision", "flag_recall", "flag_f1")
                 )
                 + f" | {_cell(summary, noise, cost, 'seconds', digits=1)}"
-                + f" | {_cell(summary, noise, cost, 'peak_rss_mb', digits=0)} |"
+                + f" | {_cell(summary, noise, cost, 'peak_rss_mb', digits=0)}"
+                + f" | {_cell(summary, noise, cost, 'rss_increase_mb', digits=0)} |"
             )
         lines += [
             "",
             "noisyclean-suspicion's seconds are Phase 2's own (training + suspects); "
-            "it also needs Phase 1 (noisyclean-confidence). cleanlab runs scikit-learn's "
+            "it also needs Phase 1 (noisyclean-confidence). Peak RSS is the worker process's "
+            "high-water mark, imports (torch, faiss, scikit-learn) and the loaded features "
+            "included; the method's own MB is what it adds above them. cleanlab runs "
+            "scikit-learn's "
             "LogisticRegression with its defaults (as cleanlab's CleanLearning does), "
             "5 folds: that is its cost, not shrunk.",
             "",
@@ -360,8 +364,10 @@ def render_markdown(summary: pd.DataFrame, results: dict[str, Any]) -> str:
             "",
             "Recall@K on the clean test rows (%).",
             "",
-            "| method | " + " | ".join(f"R@{k}" for k in RECALL_KS) + " | seconds | peak RSS MB |",
-            "|---|" + "---|" * (len(RECALL_KS) + 2),
+            "| method | "
+            + " | ".join(f"R@{k}" for k in RECALL_KS)
+            + " | seconds | peak RSS MB | method's own MB |",
+            "|---|" + "---|" * (len(RECALL_KS) + 3),
         ]
         for method in RETRIEVERS:
             label = {
@@ -374,7 +380,8 @@ def render_markdown(summary: pd.DataFrame, results: dict[str, Any]) -> str:
                     _cell(summary, noise, method, f"recall@{k}", 100.0, 2) for k in RECALL_KS
                 )
                 + f" | {_cell(summary, noise, method, 'seconds', digits=1)}"
-                + f" | {_cell(summary, noise, method, 'peak_rss_mb', digits=0)} |"
+                + f" | {_cell(summary, noise, method, 'peak_rss_mb', digits=0)}"
+                + f" | {_cell(summary, noise, method, 'rss_increase_mb', digits=0)} |"
             )
         lines.append("")
     tp = results["throughput"]

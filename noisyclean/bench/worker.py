@@ -26,6 +26,8 @@ def main(argv: list[str]) -> int:
         "seconds": seconds,
         "peak_rss_mb": peak_kib / 1024,
         "startup_rss_mb": rss_before / 1024,
+        # What the method itself adds above the imports and the loaded features.
+        "rss_increase_mb": max(peak_kib - rss_before, 0) / 1024,
     }
     print(json.dumps(result))
     return 0
