@@ -646,17 +646,7 @@ def bench(
 
 
 def _print_bench(summary: pd.DataFrame, results: dict[str, object]) -> None:
-    from noisyclean.bench.runner import DETECTORS, RETRIEVERS, goals
-
-    def cell(noise: str, method: str, figure: str, scale: float = 1.0) -> str:
-        hit = summary[
-            (summary["noise"] == noise)
-            & (summary["method"] == method)
-            & (summary["figure"] == figure)
-        ]
-        if hit.empty:
-            return "-"
-        return f"{hit['mean'].iloc[0] * scale:.3f} ± {hit['std'].iloc[0] * scale:.3f}"
+    from noisyclean.bench.runner import DETECTORS, RETRIEVERS, cell, goals
 
     noises = [str(n) for n in results["noises"]]  # type: ignore[attr-defined]
     det = Table(title="Detection (train rows): AUROC / precision at n / flagged F1")
@@ -667,7 +657,7 @@ def _print_bench(summary: pd.DataFrame, results: dict[str, object]) -> None:
         det.add_row(
             m,
             *(
-                f"{cell(n, m, 'auroc')}\n{cell(n, m, 'p_at_n')}\n{cell(n, m, 'flag_f1')}"
+                "\n".join(cell(summary, n, m, f) for f in ("auroc", "p_at_n", "flag_f1"))
                 for n in noises
             ),
         )
@@ -677,7 +667,7 @@ def _print_bench(summary: pd.DataFrame, results: dict[str, object]) -> None:
     for n in noises:
         ret.add_column(n)
     for m in RETRIEVERS:
-        ret.add_row(m, *(cell(n, m, "recall@1", 100.0) for n in noises))
+        ret.add_row(m, *(cell(summary, n, m, "recall@1", 100.0, 2) for n in noises))
     out.print(ret)
     for line in goals(summary, noises):
         out.print(("[green]" if line.endswith(" met") else "[red]") + line)

@@ -290,23 +290,26 @@ _DETECTION_FIGURES = (
 )
 
 
-def _cell(
-    summary: pd.DataFrame, noise: str, method: str, figure: str, scale: float = 1.0, digits: int = 3
-) -> str:
+def _lookup(summary: pd.DataFrame, noise: str, method: str, figure: str) -> tuple[float, float]:
+    """(mean, std) of one figure; NaNs when the summary lacks it."""
     hit = summary[
         (summary["noise"] == noise) & (summary["method"] == method) & (summary["figure"] == figure)
     ]
     if hit.empty:
-        return "–"
-    m, s = float(hit["mean"].iloc[0]) * scale, float(hit["std"].iloc[0]) * scale
-    return f"{m:.{digits}f} ± {s:.{digits}f}"
+        return float("nan"), float("nan")
+    return float(hit["mean"].iloc[0]), float(hit["std"].iloc[0])
+
+
+def cell(
+    summary: pd.DataFrame, noise: str, method: str, figure: str, scale: float = 1.0, digits: int = 3
+) -> str:
+    """One figure as "mean ± std", or "–" when the summary lacks it."""
+    m, s = _lookup(summary, noise, method, figure)
+    return "–" if np.isnan(m) else f"{m * scale:.{digits}f} ± {s * scale:.{digits}f}"
 
 
 def _mean(summary: pd.DataFrame, noise: str, method: str, figure: str) -> float:
-    hit = summary[
-        (summary["noise"] == noise) & (summary["method"] == method) & (summary["figure"] == figure)
-    ]
-    return float(hit["mean"].iloc[0]) if not hit.empty else float("nan")
+    return _lookup(summary, noise, method, figure)[0]
 
 
 def render_markdown(summary: pd.DataFrame, results: dict[str, Any]) -> str:
@@ -343,12 +346,12 @@ def render_markdown(summary: pd.DataFrame, results: dict[str, Any]) -> str:
             lines.append(
                 f"| {method} | "
                 + " | ".join(
-                    _cell(summary, noise, method, f)
+                    cell(summary, noise, method, f)
                     for f in ("auroc", "ap", "p_at_n", "flag_precision", "flag_recall", "flag_f1")
                 )
-                + f" | {_cell(summary, noise, cost, 'seconds', digits=1)}"
-                + f" | {_cell(summary, noise, cost, 'peak_rss_mb', digits=0)}"
-                + f" | {_cell(summary, noise, cost, 'rss_increase_mb', digits=0)} |"
+                + f" | {cell(summary, noise, cost, 'seconds', digits=1)}"
+                + f" | {cell(summary, noise, cost, 'peak_rss_mb', digits=0)}"
+                + f" | {cell(summary, noise, cost, 'rss_increase_mb', digits=0)} |"
             )
         lines += [
             "",
@@ -377,11 +380,11 @@ def render_markdown(summary: pd.DataFrame, results: dict[str, Any]) -> str:
             lines.append(
                 f"| {label} | "
                 + " | ".join(
-                    _cell(summary, noise, method, f"recall@{k}", 100.0, 2) for k in RECALL_KS
+                    cell(summary, noise, method, f"recall@{k}", 100.0, 2) for k in RECALL_KS
                 )
-                + f" | {_cell(summary, noise, method, 'seconds', digits=1)}"
-                + f" | {_cell(summary, noise, method, 'peak_rss_mb', digits=0)}"
-                + f" | {_cell(summary, noise, method, 'rss_increase_mb', digits=0)} |"
+                + f" | {cell(summary, noise, method, 'seconds', digits=1)}"
+                + f" | {cell(summary, noise, method, 'peak_rss_mb', digits=0)}"
+                + f" | {cell(summary, noise, method, 'rss_increase_mb', digits=0)} |"
             )
         lines.append("")
     tp = results["throughput"]
