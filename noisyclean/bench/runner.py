@@ -357,8 +357,9 @@ def render_markdown(summary: pd.DataFrame, results: dict[str, Any]) -> str:
             "",
             "noisyclean-suspicion's seconds are Phase 2's own (training + suspects); "
             "it also needs Phase 1 (noisyclean-confidence). Peak RSS is the worker process's "
-            "high-water mark, imports (torch, faiss, scikit-learn) and the loaded features "
-            "included; the method's own MB is what it adds above them. cleanlab runs "
+            "peak while the method ran, its imports (torch, faiss, scikit-learn: about 1.1 GB) "
+            "and the loaded features included; the method's own MB is what it added above "
+            "them. cleanlab runs "
             "scikit-learn's "
             "LogisticRegression with its defaults (as cleanlab's CleanLearning does), "
             "5 folds: that is its cost, not shrunk.",
