@@ -14,6 +14,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -63,6 +64,11 @@ SUSPECTS_SCHEMA = pa.schema(
         ("neighbours_given", pa.list_(pa.string())),
     ]
 )
+
+
+def list_column(values: np.ndarray, usable: np.ndarray) -> list[list[float] | None]:
+    """(N, D) rows as a list<float32> column: one list per usable row, None for the rest."""
+    return [list(v) if u else None for v, u in zip(values, usable, strict=True)]
 
 
 class ArtifactError(NoisyCleanError):

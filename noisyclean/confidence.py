@@ -24,6 +24,7 @@ import torch
 from torch import nn
 
 from noisyclean import knn
+from noisyclean.artifacts import list_column
 from noisyclean.errors import NoisyCleanError
 from noisyclean.features import FeatureConfig, extract_features
 from noisyclean.features import Progress as FeatureProgress
@@ -275,7 +276,7 @@ def score_manifest(
             "confidence": np.where(ok, full[np.arange(n), labels], np.nan).astype(np.float32),
             "pred_label": np.where(ok, np.asarray(classes, dtype=object)[pred], None),
             "pred_confidence": np.where(ok, full[np.arange(n), pred], np.nan).astype(np.float32),
-            "confidences": [list(r) if o else None for r, o in zip(full, ok, strict=True)],
+            "confidences": list_column(full, ok),
             "fold": fold,
         }
     )

@@ -28,6 +28,7 @@ from noisyclean.artifacts import (
     SUSPECTS_SCHEMA,
     ArtifactError,
     atomic_path,
+    list_column,
     read_parquet,
     write_json,
     write_parquet,
@@ -332,7 +333,7 @@ def train_run(
         {
             "id": frame["id"],
             "status": status,
-            "embedding": [list(e) if o else None for e, o in zip(emb, ok, strict=True)],
+            "embedding": list_column(emb, ok),
         }
     )
     write_parquet(
@@ -416,15 +417,13 @@ def embed_images(
     )
     feats = extract_features(manifest, fcfg, progress=progress)
     ok = feats.status == "ok"
-    emb = embed(run.head, feats.values[ok]) if ok.any() else None
-    column: list[list[float] | None] = [None] * len(ok)
-    for j, i in enumerate(np.flatnonzero(ok)):
-        column[i] = list(emb[j]) if emb is not None else None
+    emb = np.zeros((len(ok), run.head.linear.out_features), dtype=np.float32)
+    emb[ok] = embed(run.head, feats.values[ok])
     return pd.DataFrame(
         {
             "id": manifest.frame["id"],
             "path": manifest.frame["path"],
             "status": feats.status,
-            "embedding": column,
+            "embedding": list_column(emb, ok),
         }
     )
