@@ -1,3 +1,3 @@
-from noisyclean.cli import app
+from noisyclean.cli import entry
 
-app(prog_name="noisyclean")
+entry()

@@ -1,28 +1,369 @@
-"""Every output file's schema and metadata, and atomic writes.
+"""Every noisyclean file format: one reader and one writer per artifact, atomic writes.
 
-Parquet key-value metadata holds strings; the keys in ``_JSON_KEYS`` are stored as
-JSON and decoded on read, every other value is a plain string.
+The artifacts and their owners here:
+
+- ``conf.parquet`` (``score``'s output, ``train``'s input): ``write_conf`` / ``read_conf``;
+- the run directory (``train``'s output, read by ``review`` and ``embed``):
+  ``write_run`` / ``read_run_config``, ``read_suspects``, ``read_model``;
+- an embeddings file (``embed``'s output): ``write_embeddings``.
+
+Each carries a ``format_version``; a reader refuses any other version in one line that
+names both. A reader checks everything it reads and turns every problem into one
+``ArtifactError`` line naming the file and the field. Parquet key-value metadata holds
+strings: a ``str`` value is stored as is, every other value as JSON, and each reader
+decodes the keys it knows with the type it expects.
+
+This module imports no torch: the CLI and the review page read runs without it.
 """
 
 from __future__ import annotations
 
 import json
+import math
 import os
 import tempfile
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from noisyclean import __version__
 from noisyclean.errors import NoisyCleanError
 
-_JSON_KEYS = {"classes", "image_size", "folds", "seed", "blend", "k", "run_id_config"}
+#: The format of each artifact; bump it with every change a reader must know about.
+CONF_FORMAT = 1
+RUN_FORMAT = 1
+EMBEDDINGS_FORMAT = 1
+
+STATUSES = ("ok", "missing", "unreadable")
+PARQUET_SUFFIXES = (".parquet", ".pq")
+
+
+class ArtifactError(NoisyCleanError):
+    """An input file that is not the noisyclean output it should be."""
+
+
+# --------------------------------------------------------------------------- writing
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+@contextmanager
+def atomic_path(path: Path) -> Iterator[Path]:
+    """Yield a temporary path beside ``path``; rename it onto ``path`` only on success.
+
+    The file gets the permissions a plain ``open`` would give it (0666 less the umask),
+    not ``mkstemp``'s 0600. An ``OSError`` becomes one line naming ``path``.
+    """
+    path = Path(path)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        os.close(fd)
+    except OSError as err:
+        raise NoisyCleanError(f"{path}: cannot write ({err.strerror or err})") from None
+    try:
+        yield Path(tmp)
+        os.chmod(tmp, 0o666 & ~_umask())
+        os.replace(tmp, path)
+    except OSError as err:
+        raise NoisyCleanError(f"{path}: cannot write ({err.strerror or err})") from None
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+def write_text(path: Path, text: str) -> None:
+    with atomic_path(path) as tmp:
+        tmp.write_text(text, encoding="utf-8")
+
+
+def write_json(path: Path, data: Mapping[str, Any]) -> None:
+    write_text(path, json.dumps(data, indent=2, default=str) + "\n")
+
+
+def _same_path(a: Path, b: Path) -> bool:
+    try:
+        if a.exists() and b.exists():
+            return os.path.samefile(a, b)
+    except OSError:
+        pass
+    return a.resolve() == b.resolve()
+
+
+def check_output(
+    output: Path,
+    *,
+    inputs: Sequence[Path] = (),
+    runs: Sequence[Path] = (),
+    suffixes: Sequence[str] | None = None,
+    folder: bool = False,
+) -> None:
+    """Refuse, before any work, an output that would destroy an input or can't be written.
+
+    Args:
+        output: the file (or, with ``folder``, the folder) to write.
+        inputs: files the command reads; the output may not be one of them (or, for a
+            folder output, hold one of them).
+        runs: run directories the command reads; the output may not lie inside one.
+        suffixes: the file name must end in one of these.
+        folder: the output is a folder of files.
+
+    Raises:
+        NoisyCleanError: one line naming the output and why.
+    """
+    output = Path(output)
+    for source in inputs:
+        source = Path(source)
+        if _same_path(output, source) or (
+            folder and source.resolve().is_relative_to(output.resolve())
+        ):
+            raise NoisyCleanError(
+                f"{output}: would overwrite the input {source}; choose another output"
+            )
+    for run in runs:
+        if output.resolve().is_relative_to(Path(run).resolve()):
+            raise NoisyCleanError(
+                f"{output}: is inside the run directory {run} that this command reads; "
+                "choose an output outside it"
+            )
+    if folder:
+        if output.exists() and not output.is_dir():
+            raise NoisyCleanError(f"{output}: is a file; give a folder for the run")
+        probe_dir = output
+    else:
+        if output.is_dir():
+            raise NoisyCleanError(f"{output}: is a folder; give a file name")
+        if suffixes and output.suffix.lower() not in suffixes:
+            raise NoisyCleanError(
+                f"{output}: the output is written as {suffixes[0].lstrip('.')}; "
+                f"give a name ending in {' or '.join(suffixes)}"
+            )
+        probe_dir = output.parent
+    check_writable_dir(probe_dir, what="output folder")
+
+
+def check_writable_dir(folder: Path, *, what: str) -> None:
+    """Create ``folder`` if needed and check a file can be made in it (one line if not)."""
+    folder = Path(folder)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        fd, probe = tempfile.mkstemp(prefix=".noisyclean-probe.", dir=folder)
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as err:
+        raise NoisyCleanError(
+            f"{folder}: cannot write to this {what} ({err.strerror or err})"
+        ) from None
+
+
+# --------------------------------------------------------------------------- Parquet
+
+
+def list_column(values: np.ndarray, usable: np.ndarray) -> pa.ListArray:
+    """(N, D) rows as a list<float32> column built from the numpy buffer: the usable rows'
+    values, null for the rest. No Python object per value."""
+    values = np.asarray(values, dtype=np.float32)
+    usable = np.asarray(usable, dtype=bool)
+    n, d = values.shape
+    lengths = np.where(usable, d, 0)
+    offsets = np.zeros(n + 1, dtype=np.int32 if n * d < 2**31 else np.int64)
+    np.cumsum(lengths, out=offsets[1:])
+    flat = pa.array(np.ascontiguousarray(values[usable]).reshape(-1), type=pa.float32())
+    return pa.ListArray.from_arrays(pa.array(offsets), flat, mask=pa.array(~usable))
+
+
+def dense_column(column: pa.ChunkedArray | pa.Array, width: int, rows: np.ndarray) -> np.ndarray:
+    """A list<float> column back as an (N, width) float32 array: ``rows`` read, zeros elsewhere.
+
+    Raises:
+        ValueError: a ``rows`` entry is null, of another length, or holds a null or NaN.
+    """
+    col = column.combine_chunks() if isinstance(column, pa.ChunkedArray) else column
+    if isinstance(col, pa.LargeListArray):
+        col = col.cast(pa.list_(col.type.value_type))
+    lengths = pc.list_value_length(col).fill_null(-1).to_numpy(zero_copy_only=False)
+    bad = np.flatnonzero(rows & (lengths != width))
+    if len(bad):
+        i = int(bad[0])
+        got = "null" if lengths[i] < 0 else f"{lengths[i]} values"
+        raise ValueError(f"row {i + 1}: {got}, expected {width}")
+    offsets = col.offsets.to_numpy()[:-1] - col.offsets[0].as_py()
+    flat = col.flatten()
+    if flat.null_count:
+        starts_null = np.flatnonzero(pc.is_null(flat).to_numpy(zero_copy_only=False))
+        owner = np.searchsorted(offsets, starts_null, side="right") - 1
+        hit = owner[rows[owner]]
+        if len(hit):
+            raise ValueError(f"row {int(hit[0]) + 1}: a null value")
+    values = flat.to_numpy(zero_copy_only=False).astype(np.float32, copy=False)
+    out = np.zeros((len(lengths), width), dtype=np.float32)
+    take = np.flatnonzero(rows)
+    if len(take):
+        out[take] = values[offsets[take, None] + np.arange(width)[None, :]]
+    nan = np.flatnonzero(np.isnan(out).any(axis=1))
+    if len(nan):
+        raise ValueError(f"row {int(nan[0]) + 1}: a NaN value")
+    return out
+
+
+def _encode(meta: Mapping[str, Any]) -> dict[bytes, bytes]:
+    return {
+        key.encode(): (value if isinstance(value, str) else json.dumps(value)).encode()
+        for key, value in {"noisyclean_version": __version__, **meta}.items()
+    }
+
+
+def _write_parquet(
+    path: Path,
+    frame: pd.DataFrame,
+    *,
+    schema: pa.Schema,
+    metadata: Mapping[str, Any],
+    lists: Mapping[str, pa.Array] | None = None,
+) -> None:
+    """Write ``frame`` (plus the prebuilt ``lists`` columns) with ``schema``'s columns first,
+    extra columns of ``frame`` after, atomically."""
+    lists = dict(lists or {})
+    scalar = [f for f in schema if f.name not in lists]
+    extra = [c for c in frame.columns if c not in schema.names]
+    base = pa.Table.from_pandas(frame[[f.name for f in scalar] + extra], preserve_index=False)
+    columns, names = [], []
+    for f in schema:
+        col = lists[f.name] if f.name in lists else base.column(f.name)
+        columns.append(col.cast(f.type))
+        names.append(f.name)
+    for c in extra:
+        columns.append(base.column(c))
+        names.append(c)
+    table = pa.Table.from_arrays(columns, names=names).replace_schema_metadata(_encode(metadata))
+    with atomic_path(path) as tmp:
+        pq.write_table(table, tmp)
+
+
+class _Meta:
+    """Decodes one file's key-value metadata field by field, each error naming the field."""
+
+    def __init__(self, path: Path, raw: Mapping[bytes, bytes] | None, what: str):
+        self.path, self.what = path, what
+        self.raw = {
+            k.decode(errors="replace"): v.decode(errors="replace") for k, v in (raw or {}).items()
+        }
+
+    def fail(self, key: str, why: str) -> ArtifactError:
+        return ArtifactError(f"{self.path}: metadata '{key}' {why}")
+
+    def version(self, expected: int) -> None:
+        _check_version(
+            self.path,
+            self.what,
+            self.raw.get("format_version"),
+            self.raw.get("noisyclean_version"),
+            expected,
+        )
+
+    def text(self, key: str, *, optional: bool = False) -> str:
+        if key not in self.raw:
+            if optional:
+                return ""
+            raise self.fail(key, f"missing; was it written by noisyclean ({self.what})?")
+        return self.raw[key]
+
+    def json(self, key: str) -> Any:
+        text = self.text(key)
+        try:
+            return json.loads(text)
+        except json.JSONDecodeError:
+            raise self.fail(key, f"is not valid JSON ({text[:40]!r})") from None
+
+    def positive_int(self, key: str) -> int:
+        return _positive_int(self.json(key), lambda why: self.fail(key, why))
+
+    def number(self, key: str) -> float:
+        value = self.json(key)
+        if (
+            isinstance(value, bool)
+            or not isinstance(value, int | float)
+            or not math.isfinite(value)
+        ):
+            raise self.fail(key, f"is {value!r}, not a number")
+        return float(value)
+
+    def classes(self, key: str = "classes") -> list[str]:
+        return _classes(self.json(key), lambda why: self.fail(key, why))
+
+
+def _check_version(
+    path: Path, what: str, text: str | None, written: str | None, expected: int
+) -> None:
+    """Refuse a file of another format, naming both versions; no version means format 0."""
+    try:
+        found = int(text) if text is not None else 0
+    except ValueError:
+        raise ArtifactError(f"{path}: format_version is {text!r}, not a number") from None
+    if found != expected:
+        newer = found > expected
+        raise ArtifactError(
+            f"{path}: {what} format {found} (written by noisyclean {written or 'before 0.2'}), "
+            f"but this noisyclean reads format {expected}; "
+            + ("upgrade noisyclean" if newer else "rerun the command that wrote it")
+        )
+
+
+def _positive_int(value: Any, fail: Any) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise fail(f"is {value!r}, not a positive integer")
+    return int(value)
+
+
+def _classes(value: Any, fail: Any) -> list[str]:
+    if not isinstance(value, list) or not all(isinstance(c, str) and c for c in value):
+        raise fail("is not a JSON list of class names")
+    if len(set(value)) != len(value):
+        raise fail("names a class twice")
+    if len(value) < 2:
+        raise fail(f"lists {len(value)} class(es); at least 2 are needed")
+    return list(value)
+
+
+def _read_table(path: Path, what: str, required: Sequence[str]) -> pa.Table:
+    path = Path(path)
+    if not path.is_file():
+        raise ArtifactError(f"{path}: no such file ({what})")
+    try:
+        table = pq.read_table(path)
+    except (pa.ArrowException, OSError) as err:
+        first = (str(err).strip().splitlines() or [type(err).__name__])[0]
+        raise ArtifactError(f"{path}: not a Parquet file ({first})") from None
+    missing = [n for n in required if n not in table.column_names]
+    if missing:
+        raise ArtifactError(f"{path}: missing column(s) {', '.join(missing)} ({what})")
+    return table
+
+
+def _status(frame: pd.DataFrame, path: Path) -> np.ndarray:
+    status = frame["status"].to_numpy(dtype=object)
+    bad = np.flatnonzero(~np.isin(status, STATUSES))
+    if len(bad):
+        raise ArtifactError(
+            f"{path}: row {bad[0] + 1}: status is {status[bad[0]]!r}, expected one of "
+            f"{', '.join(STATUSES)}"
+        )
+    return status.astype(str)
+
+
+# --------------------------------------------------------------------------- conf.parquet
 
 CONF_SCHEMA = pa.schema(
     [
@@ -38,6 +379,119 @@ CONF_SCHEMA = pa.schema(
         ("fold", pa.int32()),
     ]
 )
+
+
+@dataclass(frozen=True)
+class ConfMeta:
+    """conf.parquet's metadata: what ``train`` needs to find the same features again.
+
+    Attributes:
+        classes: K class names, the column order of ``confidences``.
+        backbone: the feature backbone's name.
+        image_size: the input side the backbone ran at.
+        cache_dir: the feature cache ``score`` used.
+        manifest: the manifest file.
+        manifest_dir: the folder relative paths resolve against.
+        folds, seed, blend, k, epochs: the confidence module's options.
+    """
+
+    classes: list[str]
+    backbone: str
+    image_size: int
+    cache_dir: str
+    manifest: str
+    manifest_dir: str
+    folds: int
+    seed: int
+    blend: float
+    k: int
+    epochs: int
+
+
+@dataclass(frozen=True)
+class Conf:
+    """conf.parquet in memory.
+
+    Attributes:
+        frame: one row per manifest row, in manifest order: every column but
+            ``confidences`` (``true_label`` and others included when present).
+        confidences: (N, K) float32 C[x, c] of the ``ok`` rows; zeros for the others.
+        meta: the metadata.
+    """
+
+    frame: pd.DataFrame
+    confidences: np.ndarray
+    meta: ConfMeta
+
+    @property
+    def ok(self) -> np.ndarray:
+        return (self.frame["status"] == "ok").to_numpy()
+
+
+def write_conf(path: Path, conf: Conf) -> None:
+    """Write conf.parquet atomically."""
+    _write_parquet(
+        path,
+        conf.frame,
+        schema=CONF_SCHEMA,
+        metadata={**asdict(conf.meta), "format_version": CONF_FORMAT},
+        lists={"confidences": list_column(conf.confidences, conf.ok)},
+    )
+
+
+def read_conf(path: Path) -> Conf:
+    """Read and check conf.parquet: its format version, metadata, columns and confidences.
+
+    A file whose confidences contradict its own ``confidence`` column (for example,
+    reordered ``classes``) is refused.
+    """
+    path = Path(path)
+    table = _read_table(path, "conf.parquet from `noisyclean score`", CONF_SCHEMA.names)
+    meta = _Meta(path, table.schema.metadata, "conf.parquet")
+    meta.version(CONF_FORMAT)
+    classes = meta.classes()
+    info = ConfMeta(
+        classes=classes,
+        backbone=meta.text("backbone"),
+        image_size=meta.positive_int("image_size"),
+        cache_dir=meta.text("cache_dir", optional=True),
+        manifest=meta.text("manifest"),
+        manifest_dir=meta.text("manifest_dir"),
+        folds=meta.positive_int("folds"),
+        seed=int(meta.number("seed")),
+        blend=meta.number("blend"),
+        k=meta.positive_int("k"),
+        epochs=meta.positive_int("epochs"),
+    )
+    if not info.backbone:
+        raise meta.fail("backbone", "is empty")
+    frame = table.drop_columns(["confidences"]).to_pandas()
+    status = _status(frame, path)
+    ok = status == "ok"
+    try:
+        dense = dense_column(table.column("confidences"), len(classes), ok)
+    except ValueError as err:
+        raise ArtifactError(f"{path}: column 'confidences', {err}") from None
+    labels = pd.Categorical(frame["label"], categories=classes).codes
+    unknown = np.flatnonzero(ok & (labels < 0))
+    if len(unknown):
+        i = int(unknown[0])
+        raise ArtifactError(
+            f"{path}: row {i + 1}: label {frame['label'].iloc[i]!r} is not among the "
+            "metadata's classes"
+        )
+    given = frame["confidence"].to_numpy(dtype=np.float64, na_value=np.nan)
+    rows = np.flatnonzero(ok)
+    off = rows[~(np.abs(dense[rows, labels[rows]] - given[rows]) <= 1e-6)]
+    if len(off):
+        raise ArtifactError(
+            f"{path}: row {int(off[0]) + 1}: 'confidences' disagrees with its 'confidence' "
+            "column (were the metadata's classes reordered?)"
+        )
+    return Conf(frame=frame, confidences=dense, meta=info)
+
+
+# --------------------------------------------------------------------------- the run directory
 
 EMBEDDINGS_SCHEMA = pa.schema(
     [
@@ -65,88 +519,220 @@ SUSPECTS_SCHEMA = pa.schema(
     ]
 )
 
-
-def list_column(values: np.ndarray, usable: np.ndarray) -> list[list[float] | None]:
-    """(N, D) rows as a list<float32> column: one list per usable row, None for the rest."""
-    return [list(v) if u else None for v, u in zip(values, usable, strict=True)]
+RUN_FILES = ("config.json", "model.safetensors", "embeddings.parquet", "suspects.parquet")
 
 
-class ArtifactError(NoisyCleanError):
-    """An input file that is not the noisyclean output it should be."""
+@dataclass(frozen=True)
+class RunConfig:
+    """A run directory's ``config.json``.
+
+    Attributes:
+        run_id: the run's fresh id (the review page keys its decisions by it).
+        classes: K class names.
+        backbone: the feature backbone's name.
+        image_size: the input side the backbone ran at.
+        manifest: the manifest file.
+        manifest_dir: the folder relative paths resolve against.
+        conf: the conf.parquet the run was trained from.
+        cache_dir: the feature cache.
+        feature_dim: D, the backbone features' width.
+        embedding_dim: E, the embedding's width.
+        train: every Phase 2 option.
+        suspects: every suspect-finder option.
+        epoch_losses: the mean loss of each epoch.
+    """
+
+    run_id: str
+    classes: list[str]
+    backbone: str
+    image_size: int
+    manifest: str
+    manifest_dir: str
+    conf: str
+    cache_dir: str
+    feature_dim: int
+    embedding_dim: int
+    train: dict[str, Any]
+    suspects: dict[str, Any]
+    epoch_losses: list[float]
+
+    @property
+    def parquet_meta(self) -> dict[str, Any]:
+        """What the run's Parquet files repeat of it, so each file says where it belongs."""
+        keys = ("run_id", "classes", "backbone", "image_size", "manifest", "manifest_dir")
+        return {k: getattr(self, k) for k in keys} | {"format_version": RUN_FORMAT}
 
 
-@contextmanager
-def atomic_path(path: Path) -> Iterator[Path]:
-    """Yield a temporary path beside ``path``; rename it onto ``path`` only on success."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        yield Path(tmp)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-
-
-def write_text(path: Path, text: str) -> None:
-    with atomic_path(path) as tmp:
-        tmp.write_text(text, encoding="utf-8")
-
-
-def write_json(path: Path, data: Mapping[str, Any]) -> None:
-    write_text(path, json.dumps(data, indent=2, default=str) + "\n")
-
-
-def _encode(meta: Mapping[str, Any]) -> dict[bytes, bytes]:
-    out = {b"noisyclean_version": __version__.encode()}
-    for key, value in meta.items():
-        text = json.dumps(value) if key in _JSON_KEYS else str(value)
-        out[key.encode()] = text.encode()
-    return out
-
-
-def _decode(raw: Mapping[bytes, bytes] | None) -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for kb, vb in (raw or {}).items():
-        key, value = kb.decode(), vb.decode()
-        if key == "pandas" or key.startswith("ARROW:"):
-            continue
-        out[key] = json.loads(value) if key in _JSON_KEYS else value
-    return out
-
-
-def write_parquet(
-    path: Path,
-    frame: pd.DataFrame,
+def write_run(
+    run_dir: Path,
+    config: RunConfig,
     *,
-    schema: pa.Schema,
-    metadata: Mapping[str, Any],
+    tensors: Mapping[str, np.ndarray],
+    embeddings: np.ndarray,
+    suspects: pd.DataFrame,
 ) -> None:
-    """Write ``frame`` with ``schema``'s columns first (extra columns follow), atomically."""
-    fields = list(schema) + [
-        pa.field(c, pa.Schema.from_pandas(frame[[c]], preserve_index=False).field(c).type)
-        for c in frame.columns
-        if c not in schema.names
-    ]
-    full = pa.schema(fields)
-    table = pa.Table.from_pandas(frame[full.names], schema=full, preserve_index=False)
-    table = table.replace_schema_metadata(_encode(metadata))
-    with atomic_path(path) as tmp:
-        pq.write_table(table, tmp)
+    """Write the run directory, each file atomically.
+
+    Args:
+        run_dir: the folder (created if needed).
+        config: config.json's content.
+        tensors: the model's tensors by name (``head.linear.weight`` (E, D),
+            ``head.linear.bias`` (E,), and ``proxies`` (K, E) where the loss has them).
+        embeddings: (N, E) float32, one row per manifest row (rows that aren't ``ok`` are
+            ignored).
+        suspects: suspects.parquet's columns, one row per manifest row.
+    """
+    from safetensors.numpy import save_file
+
+    run_dir = Path(run_dir)
+    with atomic_path(run_dir / "model.safetensors") as tmp:
+        arrays = {k: np.ascontiguousarray(v) for k, v in tensors.items()}
+        save_file(
+            arrays, str(tmp), metadata={"run_id": config.run_id, "format_version": str(RUN_FORMAT)}
+        )
+    write_json(
+        run_dir / "config.json",
+        {"format_version": RUN_FORMAT, "noisyclean_version": __version__, **asdict(config)},
+    )
+    ok = (suspects["status"] == "ok").to_numpy()
+    _write_parquet(
+        run_dir / "embeddings.parquet",
+        suspects[["id", "status"]],
+        schema=EMBEDDINGS_SCHEMA,
+        metadata=config.parquet_meta,
+        lists={"embedding": list_column(embeddings, ok)},
+    )
+    _write_parquet(
+        run_dir / "suspects.parquet", suspects, schema=SUSPECTS_SCHEMA, metadata=config.parquet_meta
+    )
 
 
-def read_parquet(path: Path, *, required: pa.Schema) -> tuple[pd.DataFrame, dict[str, Any]]:
-    """Read a noisyclean Parquet output and its decoded metadata; check its columns."""
-    path = Path(path)
-    if not path.is_file():
-        raise ArtifactError(f"{path}: no such file")
+def read_run_config(run_dir: Path) -> RunConfig:
+    """Read and check a run directory's config.json (and that its files exist)."""
+    run_dir = Path(run_dir)
+    if not run_dir.is_dir():
+        raise ArtifactError(f"{run_dir}: no such run directory (written by `noisyclean train`)")
+    for name in RUN_FILES:
+        if not (run_dir / name).is_file():
+            raise ArtifactError(f"{run_dir}: not a run directory ({name} missing)")
+    path = run_dir / "config.json"
     try:
-        table = pq.read_table(path)
-    except (pa.ArrowInvalid, OSError) as err:
-        raise ArtifactError(f"{path}: not a Parquet file ({str(err).splitlines()[0]})") from None
-    missing = [n for n in required.names if n not in table.column_names]
-    if missing:
-        raise ArtifactError(f"{path}: missing column(s) {', '.join(missing)}")
-    return table.to_pandas(), _decode(table.schema.metadata)
+        raw = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise ArtifactError(f"{path}: not valid JSON ({str(err).splitlines()[0]})") from None
+    if not isinstance(raw, dict):
+        raise ArtifactError(f"{path}: not a JSON object")
+    version = raw.get("format_version")
+    _check_version(
+        path,
+        "run config",
+        None if version is None else str(version),
+        str(raw.get("noisyclean_version")) if "noisyclean_version" in raw else None,
+        RUN_FORMAT,
+    )
+
+    def fail(key: str) -> Any:
+        return lambda why: ArtifactError(f"{path}: '{key}' {why}")
+
+    def get(key: str, kind: type | tuple[type, ...]) -> Any:
+        if key not in raw:
+            raise ArtifactError(
+                f"{path}: key '{key}' missing; was it written by `noisyclean train`?"
+            )
+        value = raw[key]
+        if not isinstance(value, kind) or (isinstance(value, bool) and kind is not bool):
+            raise ArtifactError(f"{path}: '{key}' is {value!r}, of the wrong type")
+        return value
+
+    train = get("train", dict)
+    config = RunConfig(
+        run_id=get("run_id", str),
+        classes=_classes(get("classes", list), fail("classes")),
+        backbone=get("backbone", str),
+        image_size=_positive_int(get("image_size", int), fail("image_size")),
+        manifest=get("manifest", str),
+        manifest_dir=get("manifest_dir", str),
+        conf=get("conf", str),
+        cache_dir=get("cache_dir", str),
+        feature_dim=_positive_int(get("feature_dim", int), fail("feature_dim")),
+        embedding_dim=_positive_int(train.get("embedding_dim"), fail("train.embedding_dim")),
+        train=train,
+        suspects=get("suspects", dict),
+        epoch_losses=get("epoch_losses", list),
+    )
+    if not config.run_id or not config.backbone:
+        raise ArtifactError(f"{path}: 'run_id' and 'backbone' must not be empty")
+    return config
+
+
+def read_suspects(run_dir: Path, config: RunConfig) -> pd.DataFrame:
+    """A run's suspects.parquet, checked against its config.json."""
+    path = Path(run_dir) / "suspects.parquet"
+    table = _read_table(path, "suspects.parquet from `noisyclean train`", SUSPECTS_SCHEMA.names)
+    meta = _Meta(path, table.schema.metadata, "suspects.parquet")
+    meta.version(RUN_FORMAT)
+    if meta.text("run_id") != config.run_id:
+        raise meta.fail(
+            "run_id", f"is {meta.text('run_id')!r}, but config.json's is {config.run_id!r}"
+        )
+    frame = table.to_pandas()
+    _status(frame, path)
+    unknown = np.flatnonzero(~frame["label"].isin(config.classes).to_numpy())
+    if len(unknown):
+        i = int(unknown[0])
+        raise ArtifactError(
+            f"{path}: row {i + 1}: label {frame['label'].iloc[i]!r} is not a class of the run"
+        )
+    return frame
+
+
+def read_model(run_dir: Path, config: RunConfig) -> dict[str, np.ndarray]:
+    """A run's model.safetensors as float32 arrays, shapes checked against config.json."""
+    from safetensors import SafetensorError, safe_open
+
+    path = Path(run_dir) / "model.safetensors"
+    try:
+        with safe_open(str(path), framework="numpy") as fh:
+            tensors = {k: fh.get_tensor(k) for k in fh.keys()}  # noqa: SIM118
+            stored = fh.metadata() or {}
+    except (SafetensorError, OSError, ValueError) as err:
+        raise ArtifactError(
+            f"{path}: not a readable safetensors file ({str(err).splitlines()[0]})"
+        ) from None
+    if stored.get("run_id") != config.run_id:
+        raise ArtifactError(
+            f"{path}: run_id {stored.get('run_id')!r} is not config.json's {config.run_id!r}"
+        )
+    e, d, k = config.embedding_dim, config.feature_dim, len(config.classes)
+    expected = {"head.linear.weight": (e, d), "head.linear.bias": (e,)}
+    if "proxies" in tensors:
+        expected["proxies"] = (k, e)
+    for name, shape in expected.items():
+        if name not in tensors:
+            raise ArtifactError(f"{path}: tensor '{name}' missing")
+        if tuple(tensors[name].shape) != shape:
+            raise ArtifactError(
+                f"{path}: tensor '{name}' has shape {tuple(tensors[name].shape)}, expected {shape}"
+            )
+    return {k: v.astype(np.float32, copy=False) for k, v in tensors.items()}
+
+
+# --------------------------------------------------------------------------- embeddings
+
+
+def write_embeddings(path: Path, frame: pd.DataFrame, *, metadata: Mapping[str, Any]) -> None:
+    """Write ``embed``'s output: ``frame``'s ``id``, ``status``, ``embedding`` (a float32
+    array per ``ok`` row, None for the others) and its other columns (e.g. ``path``)."""
+    ok = (frame["status"] == "ok").to_numpy()
+    first = next((e for e, o in zip(frame["embedding"], ok, strict=True) if o), None)
+    width = 0 if first is None else len(first)
+    values = np.zeros((len(frame), width), dtype=np.float32)
+    if ok.any():
+        values[ok] = np.stack(list(frame["embedding"][ok]))
+    _write_parquet(
+        path,
+        frame.drop(columns="embedding"),
+        schema=EMBEDDINGS_SCHEMA,
+        metadata={**metadata, "format_version": EMBEDDINGS_FORMAT},
+        lists={"embedding": list_column(values, ok)},
+    )

@@ -16,11 +16,8 @@ from PIL import Image
 from torch import nn
 from torchvision.transforms import v2 as T
 
+from noisyclean.configs import DEFAULT_BACKBONE, DEVICES, OFFLINE_BACKBONE
 from noisyclean.errors import NoisyCleanError
-
-DEFAULT_BACKBONE = "open_clip:ViT-B-32/laion2b_s34b_b79k"
-OFFLINE_BACKBONE = "efficientnet-lite0"
-DEVICES = ("auto", "cpu", "cuda")
 
 
 class BackboneError(NoisyCleanError):

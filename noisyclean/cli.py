@@ -3,40 +3,19 @@
 from __future__ import annotations
 
 import logging
-import sys
+import os
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated
 
-import numpy as np
-import pandas as pd
 import typer
-from rich.console import Console
-from rich.markup import escape
-from rich.progress import (
-    BarColumn,
-    MofNCompleteColumn,
-    Progress,
-    TaskID,
-    TaskProgressColumn,
-    TextColumn,
-    TimeElapsedColumn,
-    TimeRemainingColumn,
-)
-from rich.table import Table
 
 from noisyclean import __version__
-from noisyclean.artifacts import CONF_SCHEMA, write_parquet
-from noisyclean.backbones import DEFAULT_BACKBONE, OFFLINE_BACKBONE
-from noisyclean.confidence import ConfidenceConfig, ScoreResult, score_manifest
+from noisyclean.configs import DEFAULT_BACKBONE, LOSSES, OFFLINE_BACKBONE
 from noisyclean.errors import NoisyCleanError
-from noisyclean.features import FeatureConfig
-from noisyclean.flagging import Flags
-from noisyclean.losses import LOSSES
-from noisyclean.manifest import load_manifest
-from noisyclean.suspects import Suspects
+from noisyclean.reporting import error, out, progress_bars
 
 app = typer.Typer(
     help=(
@@ -48,8 +27,6 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
     add_completion=False,
 )
-console = Console(stderr=True)
-out = Console()
 
 # Options shared by several commands, defined once.
 BackboneOpt = Annotated[
@@ -84,7 +61,7 @@ SeedOpt = Annotated[int, typer.Option(help="Seed of every random step; same seed
 
 
 def fail(message: str) -> typer.Exit:
-    console.print(f"[bold red]error:[/] {escape(message)}", highlight=False, soft_wrap=True)
+    error(message)
     return typer.Exit(1)
 
 
@@ -97,45 +74,6 @@ def user_errors() -> Iterator[None]:
         raise fail(str(err)) from None
     except KeyboardInterrupt:
         raise fail("interrupted; finished work is kept (features are cached)") from None
-
-
-Tracker = Callable[[int, int], None]
-
-
-@contextmanager
-def progress_bars() -> Iterator[Callable[[str, str], Tracker]]:
-    """One rich display; yields ``track(description, unit)``, which returns a
-    ``(done, total)`` callback for a bar with rate and ETA. A bar appears at its first
-    update, so input that fails validation prints only its one-line error."""
-    columns = (
-        TextColumn("[progress.description]{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TaskProgressColumn(),
-        TextColumn("{task.fields[rate]}"),
-        TimeElapsedColumn(),
-        TextColumn("eta"),
-        TimeRemainingColumn(),
-    )
-    bar = Progress(*columns, console=console)
-
-    def track(description: str, unit: str) -> Tracker:
-        task: list[TaskID] = []
-        start = time.perf_counter()
-
-        def update(done: int, total: int) -> None:
-            if not task:
-                bar.start()
-                task.append(bar.add_task(description, total=total, rate=""))
-            rate = done / max(time.perf_counter() - start, 1e-9)
-            bar.update(task[0], completed=done, total=total, rate=f"{rate:,.1f} {unit}/s")
-
-        return update
-
-    try:
-        yield track
-    finally:
-        bar.stop()
 
 
 def _quiet_hub_logs() -> None:
@@ -199,8 +137,16 @@ def score(
     a summary: unusable rows, the estimated noise rate per class, and the rows
     the module doubts most.
     """
+    from noisyclean.artifacts import PARQUET_SUFFIXES, check_output, write_conf
+    from noisyclean.configs import ConfidenceConfig
+    from noisyclean.features import FeatureConfig
+    from noisyclean.manifest import load_manifest
+    from noisyclean.pipeline import score_manifest
+    from noisyclean.reporting import score_summary
+
     with user_errors():
         started = time.perf_counter()
+        check_output(output, inputs=[manifest], suffixes=PARQUET_SUFFIXES)
         m = load_manifest(manifest)
         fcfg = FeatureConfig(
             backbone=backbone,
@@ -221,75 +167,14 @@ def score(
                 feature_progress=track("features", "img"),
                 fit_progress=track("confidence fits", "fit"),
             )
-        write_parquet(output, result.table, schema=CONF_SCHEMA, metadata=result.metadata)
-        _print_score_summary(result, output, time.perf_counter() - started)
+        write_conf(output, result.conf)
+        score_summary(result, output, time.perf_counter() - started)
 
 
 def _train_device(device: str) -> str:
     from noisyclean.backbones import resolve_device
 
     return resolve_device(device).type
-
-
-def _print_noise_table(classes: list[str], flags: Flags, labels: np.ndarray) -> None:
-    """Per class: rows, flagged, estimated noise rate, and the classes confidently seen
-    instead (off-diagonal counts of the confident joint)."""
-    noise = Table(title="Estimated noise per class (confident learning)")
-    for col in ("class", "rows", "flagged", "noise rate", "most often seen instead"):
-        noise.add_column(col, justify="left" if col == "class" else "right")
-    for j, name in enumerate(classes):
-        mine = labels == name
-        row = flags.joint[j].copy()
-        row[j] = 0
-        instead = ", ".join(f"{classes[c]} ({row[c]})" for c in np.argsort(-row)[:2] if row[c] > 0)
-        noise.add_row(
-            escape(name),
-            str(int(mine.sum())),
-            str(int(flags.flagged[mine].sum())),
-            f"{flags.noise_rate[j]:.1%}",
-            escape(instead) or "-",
-        )
-    out.print(noise)
-
-
-def _print_score_summary(result: ScoreResult, output: Path, seconds: float) -> None:
-    t = result.table
-    n_ok = int((t["status"] == "ok").sum())
-    counts = t["status"].value_counts()
-    unusable = ", ".join(f"{counts[s]} {s}" for s in ("missing", "unreadable") if s in counts)
-    out.print(
-        f"[bold]{len(t)}[/] rows, [bold]{len(result.classes)}[/] classes, "
-        f"{n_ok} usable ({unusable or 'none unusable'}); "
-        f"{result.computed} images embedded now, the rest from the cache."
-    )
-    if result.small_classes:
-        console.print(
-            "[yellow]warning:[/] fewer train rows than folds in: "
-            f"{', '.join(result.small_classes)}; their confidences are low by construction."
-        )
-    _print_noise_table(result.classes, result.flags, t["label"].to_numpy()[result.flag_rows])
-    doubt = t[t["status"] == "ok"].nsmallest(10, "confidence")
-    top = Table(title="The 10 rows the module doubts most")
-    for col in ("id", "path", "label", "confidence", "predicted", "pred. conf."):
-        top.add_column(col)
-    for _, r in doubt.iterrows():
-        top.add_row(
-            escape(str(r["id"])),
-            escape(str(r["path"])),
-            escape(str(r["label"])),
-            f"{r['confidence']:.3f}",
-            escape(str(r["pred_label"])),
-            f"{r['pred_confidence']:.3f}",
-        )
-    out.print(top)
-    flagged = int(result.flags.flagged.sum())
-    out.print(
-        f"flagged {flagged} of {len(result.flag_rows)} usable train rows "
-        f"({flagged / max(len(result.flag_rows), 1):.1%})"
-    )
-    if result.auroc is not None:
-        out.print(f"AUROC of 1 - confidence against true_label: [bold]{result.auroc:.3f}[/]")
-    out.print(f"wrote {escape(str(output))} in {seconds:.1f} s")
 
 
 @app.command()
@@ -349,11 +234,16 @@ def train(
     suspects.parquet (every manifest row, in manifest order), and prints the top
     suspects, the estimated noise per class and the number flagged.
     """
-    from noisyclean.embedding import TrainConfig, train_run
-    from noisyclean.suspects import SuspectConfig
+    from noisyclean.artifacts import RUN_FILES, check_output
+    from noisyclean.configs import SuspectConfig, TrainConfig
+    from noisyclean.pipeline import train_run
+    from noisyclean.reporting import train_summary
 
     with user_errors():
         started = time.perf_counter()
+        check_output(output, inputs=[weights], folder=True)
+        for name in RUN_FILES:
+            check_output(output / name, inputs=[weights])
         try:
             cfg = TrainConfig(
                 loss=loss,
@@ -375,10 +265,6 @@ def train(
             raise NoisyCleanError(str(err)) from None
         with progress_bars() as track:
             epoch_bar = track("training", "epoch")
-
-            def on_epoch(done: int, total: int, loss_value: float) -> None:
-                epoch_bar(done, total)
-
             result = train_run(
                 weights,
                 output,
@@ -386,55 +272,9 @@ def train(
                 suspect_config=scfg,
                 cache_dir=cache_dir,
                 feature_progress=track("features", "img"),
-                epoch_progress=on_epoch,
+                epoch_progress=lambda done, total, _loss: epoch_bar(done, total),
             )
-        _print_suspects(result.suspects, top)
-        if result.losses:
-            out.print(f"loss: first epoch {result.losses[0]:.4f}, last {result.losses[-1]:.4f}")
-        if result.suspicion_auroc is not None:
-            out.print(
-                "AUROC against true_label (train rows): "
-                f"Phase 1 confidence [bold]{result.confidence_auroc:.3f}[/], "
-                f"Phase 2 suspicion [bold]{result.suspicion_auroc:.3f}[/]"
-            )
-        out.print(
-            f"wrote {output}/ (run_id {result.run_id}) in {time.perf_counter() - started:.1f} s"
-        )
-
-
-def _print_suspects(found: Suspects, top: int) -> None:
-    t = found.table
-    ranked = t[t["rank"].notna()].sort_values("rank").head(top)
-    table = Table(title=f"Top {len(ranked)} suspects")
-    for col in (
-        "rank",
-        "id",
-        "label",
-        "suggested",
-        "suspicion",
-        "conf.",
-        "agree",
-        "suspect",
-    ):
-        table.add_column(col)
-    for _, r in ranked.iterrows():
-        table.add_row(
-            str(r["rank"]),
-            escape(str(r["id"])),
-            escape(str(r["label"])),
-            escape(str(r["suggested_label"])),
-            f"{r['suspicion']:.3f}",
-            f"{r['confidence']:.3f}",
-            f"{r['neighbour_agreement']:.2f}",
-            "yes" if r["is_suspect"] else "",
-        )
-    out.print(table)
-    _print_noise_table(found.classes, found.flags, t["label"].to_numpy()[found.usable])
-    flagged = int(found.flags.flagged.sum())
-    out.print(
-        f"[bold]{flagged}[/] of {int(found.usable.sum())} usable rows flagged as suspects "
-        f"({flagged / max(int(found.usable.sum()), 1):.1%})"
-    )
+        train_summary(result, top, time.perf_counter() - started)
 
 
 @app.command("embed")
@@ -450,10 +290,12 @@ def embed_cmd(
     device: DeviceOpt = "auto",
 ) -> None:
     """Embed new images with a trained run: one row per image (id, path, status, embedding)."""
-    from noisyclean.artifacts import EMBEDDINGS_SCHEMA
-    from noisyclean.embedding import embed_images
+    from noisyclean.artifacts import PARQUET_SUFFIXES, check_output, write_embeddings
+    from noisyclean.pipeline import embed_images
+    from noisyclean.reporting import embed_summary
 
     with user_errors():
+        check_output(output, inputs=[images], runs=[run_dir], suffixes=PARQUET_SUFFIXES)
         with progress_bars() as track:
             table = embed_images(
                 run_dir,
@@ -462,9 +304,8 @@ def embed_cmd(
                 device=device,
                 progress=track("features", "img"),
             )
-        write_parquet(output, table, schema=EMBEDDINGS_SCHEMA, metadata={"run_dir": str(run_dir)})
-        bad = int((table["status"] != "ok").sum())
-        out.print(f"wrote {len(table)} rows to {output} ({bad} not usable)")
+        write_embeddings(output, table, metadata={"run_dir": str(run_dir)})
+        embed_summary(table, output)
 
 
 @app.command()
@@ -489,20 +330,16 @@ def review(
     under the run's id. Keys: j/k next/previous, a keep, r relabel to the
     suggested label, 1-9/0 relabel to a class, d drop, u undo.
     """
+    from noisyclean.artifacts import check_output
+    from noisyclean.reporting import review_summary
     from noisyclean.review import write_review
 
     with user_errors():
+        check_output(output, runs=[run_dir])
         summary = write_review(
             run_dir, output, top=top, thumb_size=thumb_size, neighbours=neighbours
         )
-        missing = f", {summary.missing_images} without an image" if summary.missing_images else ""
-        out.print(
-            f"wrote {escape(str(summary.output))}: [bold]{summary.cards}[/] of "
-            f"{summary.suspects} suspects{missing}, {summary.images} thumbnails, "
-            f"{summary.size / 1e6:.2f} MB",
-            highlight=False,
-            soft_wrap=True,
-        )
+        review_summary(summary)
 
 
 @app.command("apply")
@@ -532,25 +369,11 @@ def apply_cmd(
     rows in = rows out + rows dropped.
     """
     from noisyclean.apply import apply_decisions
+    from noisyclean.reporting import apply_summary
 
     with user_errors():
         s = apply_decisions(manifest, decisions, output, allow_new_labels=allow_new_labels)
-    table = Table(title=f"{s.rows_in} rows in, {s.decisions} decisions")
-    table.add_column("")
-    table.add_column("rows", justify="right")
-    table.add_row("kept", str(s.kept))
-    for (before, after), n in s.relabelled.items():
-        table.add_row(f"relabelled {escape(before)} → {escape(after)}", str(n))
-    table.add_row("dropped", str(s.dropped))
-    out.print(table)
-    for warning in s.warnings:
-        console.print(f"[yellow]warning:[/] {escape(warning)}", highlight=False, soft_wrap=True)
-    out.print(
-        f"wrote {escape(str(s.output))} ({s.rows_out} rows) and "
-        f"{escape(str(s.dropped_path))} ({s.dropped} rows)",
-        highlight=False,
-        soft_wrap=True,
-    )
+        apply_summary(s)
 
 
 @app.command()
@@ -601,9 +424,13 @@ def bench(
     peak memory are its own.
     Writes OUTPUT/results.json, results.md, precision_recall.png and recall_vs_noise.png.
     """
+    from noisyclean.artifacts import check_output
     from noisyclean.bench.methods import METHODS
     from noisyclean.bench.noise import parse_noise
     from noisyclean.bench.runner import BenchConfig, run_bench
+    from noisyclean.features import FeatureConfig
+    from noisyclean.manifest import load_manifest
+    from noisyclean.reporting import bench_summary
 
     with user_errors():
         try:
@@ -622,6 +449,7 @@ def bench(
             )
         except ValueError as err:
             raise NoisyCleanError(str(err)) from None
+        check_output(output / "results.json", inputs=[manifest])
         m = load_manifest(manifest)
         fcfg = FeatureConfig(
             backbone=backbone,
@@ -641,41 +469,15 @@ def bench(
                 feature_progress=track("features", "img"),
                 job_progress=lambda done, total, what: jobs_bar(done, total),
             )
-        _print_bench(result.summary, result.results)
-        out.print(f"wrote {output}/results.md, results.json and plots")
+        bench_summary(result.summary, result.results, output)
 
 
-def _print_bench(summary: pd.DataFrame, results: dict[str, object]) -> None:
-    from noisyclean.bench.runner import DETECTORS, RETRIEVERS, cell, goals
+def entry() -> None:
+    """The console script: settings that belong to the process, then the app.
 
-    noises = [str(n) for n in results["noises"]]  # type: ignore[attr-defined]
-    det = Table(title="Detection (train rows): AUROC / precision at n / flagged F1")
-    det.add_column("method")
-    for n in noises:
-        det.add_column(n)
-    for m in DETECTORS:
-        det.add_row(
-            m,
-            *(
-                "\n".join(cell(summary, n, m, f) for f in ("auroc", "p_at_n", "flag_f1"))
-                for n in noises
-            ),
-        )
-    out.print(det)
-    ret = Table(title="Retrieval: Recall@1 on clean test rows (%)")
-    ret.add_column("method")
-    for n in noises:
-        ret.add_column(n)
-    for m in RETRIEVERS:
-        ret.add_row(m, *(cell(summary, n, m, "recall@1", 100.0, 2) for n in noises))
-    out.print(ret)
-    for line in goals(summary, noises):
-        out.print(("[green]" if line.endswith(" met") else "[red]") + line)
-
-
-def run() -> None:  # pragma: no cover - console entry
-    app()
-
-
-if __name__ == "__main__":  # pragma: no cover
-    sys.exit(app())
+    Idle OpenMP threads that spin slowed torch several-fold whenever another process
+    shared the cores (Phase 1 on 20k rows under load: 218 s against 76 s with passive
+    waiting); set before torch or faiss load OpenMP, and a user's own setting wins.
+    """
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+    app(prog_name="noisyclean")

@@ -19,60 +19,14 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
-import pandas as pd
 import torch
 from torch import nn
 
 from noisyclean import knn
-from noisyclean.artifacts import list_column
-from noisyclean.errors import NoisyCleanError
-from noisyclean.features import FeatureConfig, extract_features
-from noisyclean.features import Progress as FeatureProgress
-from noisyclean.flagging import Flags, confident_flags
-from noisyclean.manifest import Manifest
-from noisyclean.metrics import auroc
+from noisyclean.configs import ConfidenceConfig
 
 #: Called after each model fit with (fits done, fits to do).
 Progress = Callable[[int, int], None]
-
-
-@dataclass(frozen=True)
-class ConfidenceConfig:
-    """Options of the confidence module.
-
-    Attributes:
-        folds: cross-fitting folds (at least 2).
-        k: neighbours in the k-NN vote.
-        blend: weight of the MLP in C; the k-NN vote gets ``1 - blend``.
-        hidden: width of the MLP's hidden layer.
-        epochs: passes over each fold's training rows.
-        batch_size: rows per MLP step.
-        lr: AdamW learning rate.
-        weight_decay: AdamW weight decay.
-        seed: seeds the folds and every model.
-        device: where the MLP trains.
-    """
-
-    folds: int = 5
-    k: int = 10
-    blend: float = 0.5
-    hidden: int = 256
-    epochs: int = 5
-    batch_size: int = 256
-    lr: float = 1e-3
-    weight_decay: float = 1e-4
-    seed: int = 0
-    device: str = "cpu"
-
-    def __post_init__(self) -> None:
-        if self.folds < 2:
-            raise ValueError(f"folds must be at least 2, got {self.folds}")
-        if self.k < 1:
-            raise ValueError(f"k must be at least 1, got {self.k}")
-        if not 0.0 <= self.blend <= 1.0:
-            raise ValueError(f"blend must be in [0, 1], got {self.blend}")
-        if self.epochs < 1 or self.batch_size < 1 or self.hidden < 1:
-            raise ValueError("epochs, batch_size and hidden must be positive")
 
 
 @dataclass(frozen=True)
@@ -205,110 +159,3 @@ def score_confidences(
 
     blended = (cfg.blend * mlp + (1.0 - cfg.blend) * vote).astype(np.float32)
     return Confidences(blended=blended, mlp=mlp, knn=vote, fold=fold, small_classes=small)
-
-
-@dataclass(frozen=True)
-class ScoreResult:
-    """What ``noisyclean score`` writes and reports.
-
-    Attributes:
-        table: one row per manifest row, in manifest order, with conf.parquet's columns.
-        metadata: conf.parquet's key-value metadata.
-        classes: K class names; column order of ``confidences``.
-        flags: per-class-threshold flags over the usable train rows.
-        flag_rows: (F,) positions in ``table`` of the rows ``flags`` describes.
-        auroc: AUROC of ``1 - confidence`` against ``label != true_label`` over usable
-            rows, when the manifest has ``true_label``; else None.
-        small_classes: names of classes with fewer train rows than folds.
-        computed: images whose features were computed now (the rest came from the cache).
-    """
-
-    table: pd.DataFrame
-    metadata: dict[str, object]
-    classes: list[str]
-    flags: Flags
-    flag_rows: np.ndarray
-    auroc: float | None
-    small_classes: list[str]
-    computed: int
-
-
-def score_manifest(
-    manifest: Manifest,
-    *,
-    features: FeatureConfig,
-    config: ConfidenceConfig | None = None,
-    feature_progress: FeatureProgress | None = None,
-    fit_progress: Progress | None = None,
-) -> ScoreResult:
-    """Phase 1 end to end: features, then out-of-sample confidences for every row."""
-    cfg = config or ConfidenceConfig()
-    feats = extract_features(manifest, features, progress=feature_progress)
-    df = manifest.frame
-    status = feats.status
-    ok = status == "ok"
-    train = ok & (df["split"] != "test").to_numpy()
-    if not train.any():
-        raise NoisyCleanError("no usable train rows: every train image is missing or unreadable")
-    classes = manifest.classes
-    labels = manifest.label_index
-    conf = score_confidences(
-        feats.values[ok],
-        labels[ok],
-        train=train[ok],
-        n_classes=len(classes),
-        config=cfg,
-        progress=fit_progress,
-    )
-    n = len(df)
-    full = np.full((n, len(classes)), np.nan, dtype=np.float32)
-    full[ok] = conf.blended
-    fold = np.full(n, -1, dtype=np.int32)
-    fold[ok] = conf.fold
-    pred = np.nanargmax(np.where(ok[:, None], full, 0.0), axis=1)
-    table = pd.DataFrame(
-        {
-            "id": df["id"],
-            "path": df["path"],
-            "label": df["label"],
-            "status": status,
-            "split": df["split"],
-            "confidence": np.where(ok, full[np.arange(n), labels], np.nan).astype(np.float32),
-            "pred_label": np.where(ok, np.asarray(classes, dtype=object)[pred], None),
-            "pred_confidence": np.where(ok, full[np.arange(n), pred], np.nan).astype(np.float32),
-            "confidences": list_column(full, ok),
-            "fold": fold,
-        }
-    )
-    if "true_label" in df.columns:
-        table["true_label"] = df["true_label"]
-
-    flag_rows = np.flatnonzero(train)
-    flags = confident_flags(full[flag_rows], labels[flag_rows], len(classes))
-    auc = None
-    if "true_label" in df.columns:
-        known = ok & df["true_label"].notna().to_numpy()
-        wrong = (df["label"] != df["true_label"]).to_numpy()[known]
-        auc = auroc(1.0 - table["confidence"].to_numpy()[known], wrong)
-    metadata: dict[str, object] = {
-        "classes": classes,
-        "backbone": features.backbone,
-        "image_size": feats.image_size,
-        "cache_dir": str(features.resolved_cache_dir),
-        "manifest": str(manifest.source),
-        "manifest_dir": str(manifest.root),
-        "folds": cfg.folds,
-        "seed": cfg.seed,
-        "blend": cfg.blend,
-        "k": cfg.k,
-    }
-    return ScoreResult(
-        table=table,
-        metadata=metadata,
-        classes=classes,
-        flags=flags,
-        flag_rows=flag_rows,
-        auroc=auc,
-        small_classes=[classes[c] for c in conf.small_classes],
-        computed=feats.computed,
-    )

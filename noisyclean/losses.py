@@ -18,10 +18,10 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from noisyclean.configs import LOSSES
 from noisyclean.errors import NoisyCleanError
 
 Positives = Literal["given", "soft"]
-LOSSES = ("smooth-proxy-anchor", "proxy-anchor", "multi-similarity")
 
 
 def smoothing(c: Tensor, *, tau: float = 0.5, k: float = 20.0) -> Tensor:

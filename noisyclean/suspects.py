@@ -18,28 +18,8 @@ import numpy as np
 import pandas as pd
 
 from noisyclean import knn
+from noisyclean.configs import SuspectConfig
 from noisyclean.flagging import Flags, confident_flags
-
-
-@dataclass(frozen=True)
-class SuspectConfig:
-    """Options of the suspect finder.
-
-    Attributes:
-        k: neighbours in the learned-space vote, and length of ``neighbours``.
-        weight: weight of Phase 1's C in the combined score; the vote gets the rest.
-        show: neighbours listed per class in ``neighbours_suggested``/``neighbours_given``.
-    """
-
-    k: int = 10
-    weight: float = 0.5
-    show: int = 5
-
-    def __post_init__(self) -> None:
-        if self.k < 1 or self.show < 1:
-            raise ValueError("k and show must be at least 1")
-        if not 0.0 <= self.weight <= 1.0:
-            raise ValueError(f"weight must be in [0, 1], got {self.weight}")
 
 
 @dataclass(frozen=True)

@@ -4,11 +4,9 @@ images, 20% of the train labels flipped, true labels known)."""
 from __future__ import annotations
 
 import dataclasses
-from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import SmallSet, feature_config, write_csv
 
 from noisyclean import knn
 from noisyclean.confidence import (
@@ -16,12 +14,10 @@ from noisyclean.confidence import (
     Confidences,
     _fit_predict,
     score_confidences,
-    score_manifest,
     stratified_folds,
 )
-from noisyclean.errors import NoisyCleanError
 from noisyclean.features import Features
-from noisyclean.manifest import Manifest, load_manifest
+from noisyclean.manifest import Manifest
 from noisyclean.metrics import auroc
 
 K = 10
@@ -225,36 +221,3 @@ def test_config_rejects_bad_values(bad: dict[str, float]) -> None:
 def test_config_is_frozen() -> None:
     with pytest.raises(dataclasses.FrozenInstanceError):
         ConfidenceConfig().folds = 3  # type: ignore[misc]
-
-
-def test_score_manifest_keeps_unusable_rows(
-    small_set: SmallSet,
-    small_features: tuple[Manifest, Features],
-    feature_cache: Path,
-    tmp_path: Path,
-) -> None:
-    # Absolute paths to the session's images: their features are already in the cache.
-    rows = [{**r, "path": str(small_set.root / r["path"])} for r in small_set.rows]
-    (tmp_path / "broken.png").write_text("not an image")
-    rows.insert(3, {"id": "gone", "path": "gone.png", "label": "Bag", "split": "train"})
-    rows.insert(7, {"id": "broken", "path": "broken.png", "label": "Coat", "split": "train"})
-    manifest = load_manifest(write_csv(tmp_path / "m.csv", rows))
-    result = score_manifest(manifest, features=feature_config(feature_cache), config=QUICK)
-    t = result.table
-    assert t["id"].tolist() == [r["id"] for r in rows]
-    assert t["status"].tolist()[3] == "missing" and t["status"].tolist()[7] == "unreadable"
-    bad = t["status"] != "ok"
-    assert t.loc[bad, "confidence"].isna().all() and t.loc[bad, "pred_label"].isna().all()
-    assert t.loc[bad, "confidences"].isna().all() and (t.loc[bad, "fold"] == -1).all()
-    assert t.loc[~bad, "confidence"].notna().all()
-    assert result.computed == 1  # the broken file; every other image came from the cache
-    assert len(result.flag_rows) == int(((t["status"] == "ok") & (t["split"] == "train")).sum())
-    assert result.auroc is not None and 0 <= result.auroc <= 1
-
-
-def test_score_manifest_without_usable_train_rows_is_an_error(tmp_path: Path) -> None:
-    (tmp_path / "x.png").write_text("not an image")
-    rows = [{"path": "x.png", "label": "a"}, {"path": "gone.png", "label": "b"}]
-    manifest = load_manifest(write_csv(tmp_path / "m.csv", rows))
-    with pytest.raises(NoisyCleanError, match="no usable train rows"):
-        score_manifest(manifest, features=feature_config(tmp_path / "cache"), config=QUICK)

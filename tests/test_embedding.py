@@ -10,11 +10,12 @@ import pytest
 import torch
 from conftest import SmallSet
 
+from noisyclean.artifacts import read_model, read_run_config
+from noisyclean.configs import TrainConfig
 from noisyclean.embedding import (
     EmbeddingHead,
-    TrainConfig,
     embed,
-    load_run,
+    head_from_tensors,
     relative_confidences,
     train_head,
 )
@@ -73,9 +74,9 @@ def test_head_output_is_unit_length() -> None:
     torch.testing.assert_close(out.norm(dim=1), torch.ones(5))
 
 
-def test_load_run_refuses_a_folder_that_is_not_a_run(tmp_path: Path) -> None:
+def test_read_run_config_refuses_a_folder_that_is_not_a_run(tmp_path: Path) -> None:
     with pytest.raises(NoisyCleanError, match="not a run directory"):
-        load_run(tmp_path)
+        read_run_config(tmp_path)
 
 
 def test_model_file_is_safetensors_not_pickle(trained_run: tuple[SmallSet, Path, Path]) -> None:
@@ -85,6 +86,9 @@ def test_model_file_is_safetensors_not_pickle(trained_run: tuple[SmallSet, Path,
     header = json.loads(raw[8 : 8 + header_len])
     assert {"head.linear.weight", "head.linear.bias", "proxies"} <= set(header)
     assert not raw.startswith(b"\x80")  # a pickle starts with its protocol opcode
-    loaded = load_run(run)
-    assert loaded.proxies is not None and loaded.proxies.shape[0] == 10
-    assert loaded.config["run_id"] == json.loads((run / "config.json").read_text())["run_id"]
+    config = read_run_config(run)
+    tensors = read_model(run, config)
+    assert tensors["proxies"].shape == (10, config.embedding_dim)
+    assert config.run_id == json.loads((run / "config.json").read_text())["run_id"]
+    head = head_from_tensors(tensors)
+    assert head.linear.in_features == config.feature_dim

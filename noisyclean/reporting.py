@@ -1,0 +1,298 @@
+"""What the CLI shows in the terminal: rich tables, progress bars and error lines.
+
+Every value that comes from the user's data (labels, ids, paths, error messages) goes
+through ``clean`` before it reaches the terminal: rich markup is escaped and control
+characters (a label may hold an escape sequence that recolours or clears the screen)
+are shown as ``\\xNN`` instead of being sent.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from typing import TYPE_CHECKING, Any
+
+from rich.console import Console
+from rich.markup import escape
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TaskID,
+    TaskProgressColumn,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
+from rich.table import Table
+
+if TYPE_CHECKING:
+    from pathlib import Path
+
+    import numpy as np
+    import pandas as pd
+
+    from noisyclean.apply import ApplySummary
+    from noisyclean.flagging import Flags
+    from noisyclean.pipeline import ScoreResult, TrainResult
+    from noisyclean.review import ReviewSummary
+
+console = Console(stderr=True)
+out = Console()
+
+#: C0 and C1 control characters, DEL, and the bidirectional overrides that reorder text.
+_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f\u200e\u200f\u202a-\u202e\u2066-\u2069]")
+
+
+def clean(value: object) -> str:
+    """``value`` as text that is safe to print: control characters as ``\\xNN``, markup escaped."""
+    text = _CONTROL.sub(lambda m: f"\\x{ord(m[0]):02x}", str(value))
+    return escape(text)
+
+
+def error(message: str) -> None:
+    console.print(f"[bold red]error:[/] {clean(message)}", highlight=False, soft_wrap=True)
+
+
+def warning(message: str) -> None:
+    console.print(f"[yellow]warning:[/] {clean(message)}", highlight=False, soft_wrap=True)
+
+
+Tracker = Callable[[int, int], None]
+
+
+@contextmanager
+def progress_bars() -> Iterator[Callable[[str, str], Tracker]]:
+    """One rich display; yields ``track(description, unit)``, which returns a
+    ``(done, total)`` callback for a bar with rate and ETA. A bar appears at its first
+    update, so input that fails validation prints only its one-line error."""
+    columns = (
+        TextColumn("[progress.description]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TaskProgressColumn(),
+        TextColumn("{task.fields[rate]}"),
+        TimeElapsedColumn(),
+        TextColumn("eta"),
+        TimeRemainingColumn(),
+    )
+    bar = Progress(*columns, console=console)
+
+    def track(description: str, unit: str) -> Tracker:
+        task: list[TaskID] = []
+        start = time.perf_counter()
+
+        def update(done: int, total: int) -> None:
+            if not task:
+                bar.start()
+                task.append(bar.add_task(description, total=total, rate=""))
+            rate = done / max(time.perf_counter() - start, 1e-9)
+            bar.update(task[0], completed=done, total=total, rate=f"{rate:,.1f} {unit}/s")
+
+        return update
+
+    try:
+        yield track
+    finally:
+        bar.stop()
+
+
+def _line(text: str) -> None:
+    out.print(text, highlight=False, soft_wrap=True)
+
+
+def noise_table(classes: Sequence[str], flags: Flags, labels: np.ndarray) -> None:
+    """Per class: rows, flagged, estimated noise rate, and the classes confidently seen
+    instead (off-diagonal counts of the confident joint)."""
+    import numpy as np
+
+    noise = Table(title="Estimated noise per class (confident learning)")
+    for col in ("class", "rows", "flagged", "noise rate", "most often seen instead"):
+        noise.add_column(col, justify="left" if col == "class" else "right")
+    for j, name in enumerate(classes):
+        mine = labels == name
+        row = flags.joint[j].copy()
+        row[j] = 0
+        instead = ", ".join(
+            f"{clean(classes[c])} ({row[c]})" for c in np.argsort(-row)[:2] if row[c] > 0
+        )
+        noise.add_row(
+            clean(name),
+            str(int(mine.sum())),
+            str(int(flags.flagged[mine].sum())),
+            f"{flags.noise_rate[j]:.1%}",
+            instead or "-",
+        )
+    out.print(noise)
+
+
+#: Unreadable rows listed one by one; past this many, a count per reason.
+_LISTED_UNREADABLE = 20
+
+
+def unreadable_rows(frame: pd.DataFrame, reasons: dict[int, str]) -> None:
+    """Every unreadable row's reason: one line each, or a count per reason when many."""
+    import numpy as np
+
+    rows = np.flatnonzero((frame["status"] == "unreadable").to_numpy())
+    if not len(rows):
+        return
+    why = [reasons.get(int(i), "could not be decoded") for i in rows]
+    if len(rows) <= _LISTED_UNREADABLE:
+        table = Table(title=f"{len(rows)} unreadable image(s)")
+        for col in ("id", "path", "reason"):
+            table.add_column(col)
+        for i, reason in zip(rows, why, strict=True):
+            table.add_row(clean(frame["id"].iloc[i]), clean(frame["path"].iloc[i]), clean(reason))
+        out.print(table)
+        return
+    counts: dict[str, int] = {}
+    for reason in why:
+        counts[reason] = counts.get(reason, 0) + 1
+    for reason, n in sorted(counts.items(), key=lambda kv: -kv[1]):
+        _line(f"{n} unreadable: {clean(reason)}")
+    _line("(each row's status is in the output; rows with status 'unreadable' are the ones)")
+
+
+def score_summary(result: ScoreResult, output: Path, seconds: float) -> None:
+    t = result.conf.frame
+    classes = result.conf.meta.classes
+    n_ok = int((t["status"] == "ok").sum())
+    counts = t["status"].value_counts()
+    unusable = ", ".join(f"{counts[s]} {s}" for s in ("missing", "unreadable") if s in counts)
+    out.print(
+        f"[bold]{len(t)}[/] rows, [bold]{len(classes)}[/] classes, "
+        f"{n_ok} usable ({unusable or 'none unusable'}); "
+        f"{result.computed} images embedded now, the rest from the cache."
+    )
+    unreadable_rows(t, result.reasons)
+    if result.small_classes:
+        warning(
+            "fewer train rows than folds in: "
+            f"{', '.join(result.small_classes)}; their confidences are low by construction."
+        )
+    noise_table(classes, result.flags, t["label"].to_numpy()[result.flag_rows])
+    doubt = t[t["status"] == "ok"].nsmallest(10, "confidence")
+    top = Table(title="The 10 rows the module doubts most")
+    for col in ("id", "path", "label", "confidence", "predicted", "pred. conf."):
+        top.add_column(col)
+    for _, r in doubt.iterrows():
+        top.add_row(
+            clean(r["id"]),
+            clean(r["path"]),
+            clean(r["label"]),
+            f"{r['confidence']:.3f}",
+            clean(r["pred_label"]),
+            f"{r['pred_confidence']:.3f}",
+        )
+    out.print(top)
+    flagged = int(result.flags.flagged.sum())
+    out.print(
+        f"flagged {flagged} of {len(result.flag_rows)} usable train rows "
+        f"({flagged / max(len(result.flag_rows), 1):.1%})"
+    )
+    if result.auroc is not None:
+        out.print(
+            "AUROC of 1 - confidence against true_label (usable train rows): "
+            f"[bold]{result.auroc:.3f}[/]"
+        )
+    _line(f"wrote {clean(output)} in {seconds:.1f} s")
+
+
+def train_summary(result: TrainResult, top: int, seconds: float) -> None:
+    found = result.suspects
+    t = found.table
+    ranked = t[t["rank"].notna()].sort_values("rank").head(top)
+    table = Table(title=f"Top {len(ranked)} suspects")
+    for col in ("rank", "id", "label", "suggested", "suspicion", "conf.", "agree", "suspect"):
+        table.add_column(col)
+    for _, r in ranked.iterrows():
+        table.add_row(
+            str(r["rank"]),
+            clean(r["id"]),
+            clean(r["label"]),
+            clean(r["suggested_label"]),
+            f"{r['suspicion']:.3f}",
+            f"{r['confidence']:.3f}",
+            f"{r['neighbour_agreement']:.2f}",
+            "yes" if r["is_suspect"] else "",
+        )
+    out.print(table)
+    noise_table(found.classes, found.flags, t["label"].to_numpy()[found.usable])
+    flagged = int(found.flags.flagged.sum())
+    usable = int(found.usable.sum())
+    out.print(
+        f"[bold]{flagged}[/] of {usable} usable rows flagged as suspects "
+        f"({flagged / max(usable, 1):.1%})"
+    )
+    if result.losses:
+        out.print(f"loss: first epoch {result.losses[0]:.4f}, last {result.losses[-1]:.4f}")
+    if result.suspicion_auroc is not None:
+        out.print(
+            "AUROC against true_label (usable train rows): "
+            f"Phase 1 confidence [bold]{result.confidence_auroc:.3f}[/], "
+            f"Phase 2 suspicion [bold]{result.suspicion_auroc:.3f}[/]"
+        )
+    _line(f"wrote {clean(result.run_dir)}/ (run_id {result.run_id}) in {seconds:.1f} s")
+
+
+def embed_summary(frame: pd.DataFrame, output: Path) -> None:
+    bad = int((frame["status"] != "ok").sum())
+    _line(f"wrote {len(frame)} rows to {clean(output)} ({bad} not usable)")
+
+
+def review_summary(summary: ReviewSummary) -> None:
+    missing = f", {summary.missing_images} without an image" if summary.missing_images else ""
+    _line(
+        f"wrote {clean(summary.output)}: [bold]{summary.cards}[/] of "
+        f"{summary.suspects} suspects{missing}, {summary.images} thumbnails, "
+        f"{summary.size / 1e6:.2f} MB"
+    )
+
+
+def apply_summary(s: ApplySummary) -> None:
+    table = Table(title=f"{s.rows_in} rows in, {s.decisions} decisions")
+    table.add_column("")
+    table.add_column("rows", justify="right")
+    table.add_row("kept", str(s.kept))
+    for (before, after), n in s.relabelled.items():
+        table.add_row(f"relabelled {clean(before)} → {clean(after)}", str(n))
+    table.add_row("dropped", str(s.dropped))
+    out.print(table)
+    for message in s.warnings:
+        warning(message)
+    _line(
+        f"wrote {clean(s.output)} ({s.rows_out} rows) and "
+        f"{clean(s.dropped_path)} ({s.dropped} rows)"
+    )
+
+
+def bench_summary(summary: pd.DataFrame, results: dict[str, Any], output: Path) -> None:
+    from noisyclean.bench.report import DETECTORS, RETRIEVERS, cell, goals
+
+    noises = [str(n) for n in results["noises"]]
+    det = Table(title="Detection (train rows): AUROC / precision at n / flagged F1")
+    det.add_column("method")
+    for n in noises:
+        det.add_column(n)
+    for m in DETECTORS:
+        det.add_row(
+            m,
+            *(
+                "\n".join(cell(summary, n, m, f) for f in ("auroc", "p_at_n", "flag_f1"))
+                for n in noises
+            ),
+        )
+    out.print(det)
+    ret = Table(title="Retrieval: Recall@1 on clean test rows (%)")
+    ret.add_column("method")
+    for n in noises:
+        ret.add_column(n)
+    for m in RETRIEVERS:
+        ret.add_row(m, *(cell(summary, n, m, "recall@1", 100.0, 2) for n in noises))
+    out.print(ret)
+    for text, met in goals(summary, noises):
+        out.print(("[green]" if met else "[red]") + clean(text))
+    _line(f"wrote {clean(output)}/results.md, results.json and plots")

@@ -1,0 +1,114 @@
+"""The pipeline: each command's work from files to results, and the lazy public API."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from conftest import SmallSet, feature_config, write_csv
+
+from noisyclean.artifacts import read_conf, write_conf
+from noisyclean.configs import ConfidenceConfig
+from noisyclean.errors import NoisyCleanError
+from noisyclean.features import Features
+from noisyclean.manifest import Manifest, load_manifest
+from noisyclean.pipeline import score_manifest, train_auroc
+
+QUICK = ConfidenceConfig(epochs=3, hidden=64)
+
+
+def test_score_manifest_keeps_unusable_rows(
+    small_set: SmallSet,
+    small_features: tuple[Manifest, Features],
+    feature_cache: Path,
+    tmp_path: Path,
+) -> None:
+    # Absolute paths to the session's images: their features are already in the cache.
+    rows = [{**r, "path": str(small_set.root / r["path"])} for r in small_set.rows]
+    (tmp_path / "broken.png").write_text("not an image")
+    rows.insert(3, {"id": "gone", "path": "gone.png", "label": "Bag", "split": "train"})
+    rows.insert(7, {"id": "broken", "path": "broken.png", "label": "Coat", "split": "train"})
+    manifest = load_manifest(write_csv(tmp_path / "m.csv", rows))
+    result = score_manifest(manifest, features=feature_config(feature_cache), config=QUICK)
+    write_conf(tmp_path / "conf.parquet", result.conf)
+    t = pd.read_parquet(tmp_path / "conf.parquet")
+    assert t["id"].tolist() == [r["id"] for r in rows]
+    assert t["status"].tolist()[3] == "missing" and t["status"].tolist()[7] == "unreadable"
+    assert result.reasons.keys() == {7}
+    bad = t["status"] != "ok"
+    assert t.loc[bad, "confidence"].isna().all() and t.loc[bad, "pred_label"].isna().all()
+    assert t.loc[bad, "confidences"].isna().all() and (t.loc[bad, "fold"] == -1).all()
+    assert t.loc[~bad, "confidence"].notna().all()
+    assert result.computed == 1  # the broken file; every other image came from the cache
+    assert len(result.flag_rows) == int(((t["status"] == "ok") & (t["split"] == "train")).sum())
+    assert result.auroc is not None and 0 <= result.auroc <= 1
+    back = read_conf(tmp_path / "conf.parquet")
+    assert np.array_equal(back.confidences, result.conf.confidences)
+
+
+@pytest.mark.parametrize("usable", [0, 1, 2])
+def test_too_few_usable_train_rows_is_one_line(
+    small_set: SmallSet, feature_cache: Path, tmp_path: Path, usable: int
+) -> None:
+    """One usable train row crashed the cross-fitting (All-NaN slice); say what is needed."""
+    rows = [{**r, "path": str(small_set.root / r["path"])} for r in small_set.rows]
+    train = [r for r in rows if r["split"] == "train"][:usable]
+    gone = [{"id": f"gone{i}", "path": f"gone{i}.png", "label": "Bag"} for i in range(3)]
+    test = [r for r in rows if r["split"] == "test"][:4]
+    manifest = load_manifest(write_csv(tmp_path / "m.csv", [*train, *gone, *test]))
+    with pytest.raises(NoisyCleanError, match=rf"{usable} usable train row") as err:
+        score_manifest(manifest, features=feature_config(feature_cache), config=QUICK)
+    assert "at least --folds (5) usable train rows, in at least 2 classes" in str(err.value)
+    assert "\n" not in str(err.value)
+
+
+def test_train_auroc_counts_usable_train_rows_only(tmp_path: Path) -> None:
+    for name in "abcd":
+        (tmp_path / f"{name}.png").write_bytes(b"")
+    rows = [
+        {"path": "a.png", "label": "x", "true_label": "y", "split": "train"},
+        {"path": "b.png", "label": "x", "true_label": "x", "split": "train"},
+        {"path": "c.png", "label": "y", "true_label": "y", "split": "test"},
+        {"path": "gone.png", "label": "y", "true_label": "x", "split": "train"},
+        {"path": "d.png", "label": "y", "true_label": "y", "split": "train"},
+    ]
+    m = load_manifest(write_csv(tmp_path / "m.csv", rows))
+    # The wrong row scores below the clean ones except the test and the missing rows:
+    # counted, those two would pull the AUROC down; they must not count.
+    scores = np.array([0.5, 0.1, 0.9, 0.0, 0.2])
+    assert train_auroc(scores, m) == 1.0
+    no_truth = load_manifest(
+        write_csv(
+            tmp_path / "n.csv", [{"path": "a.png", "label": "x"}, {"path": "b.png", "label": "y"}]
+        )
+    )
+    assert train_auroc(np.zeros(2), no_truth) is None
+
+
+def test_import_noisyclean_is_cheap_and_exports_the_api() -> None:
+    code = (
+        "import sys, noisyclean\n"
+        "assert 'torch' not in sys.modules and 'pandas' not in sys.modules, 'heavy import'\n"
+        "assert callable(noisyclean.embed_images) and callable(noisyclean.score_manifest)\n"
+        "assert 'train_run' in dir(noisyclean)\n"
+        "import os; assert 'OMP_WAIT_POLICY' not in os.environ, 'global side effect'\n"
+    )
+    env = {k: v for k, v in __import__("os").environ.items() if k != "OMP_WAIT_POLICY"}
+    proc = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=300
+    )
+    assert proc.returncode == 0, proc.stderr
+
+
+def test_importing_the_cli_loads_no_torch() -> None:
+    code = (
+        "import sys, noisyclean.cli\n"
+        "heavy = [m for m in ('torch', 'torchvision', 'faiss', 'open_clip') if m in sys.modules]\n"
+        "assert not heavy, heavy\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
