@@ -9,6 +9,7 @@ before its extension, so that rows in = rows out + rows dropped.
 
 from __future__ import annotations
 
+import csv
 import os
 from collections import Counter
 from dataclasses import dataclass, field
@@ -89,8 +90,32 @@ def _check_outputs(manifest: Path, decisions: Path, output: Path) -> Path:
     return sidecar
 
 
+def _check_field_counts(path: Path) -> None:
+    """Refuse the first CSV row with more fields than the header, naming it.
+
+    pandas' own error counts file lines, blank ones included, and reads a file whose
+    every row has one field too many without complaint, its first column as the index.
+    """
+    try:
+        with path.open(newline="", encoding="utf-8", errors="replace") as fh:
+            rows = (row for row in csv.reader(fh) if row)  # pandas skips blank lines too
+            header = [field.strip() for field in next(rows, [])]
+            for i, row in enumerate(rows):
+                if len(row) > len(header):
+                    raise DecisionsError(
+                        f"{path.name} row {i + 1}: too many fields ({len(row)}, expected "
+                        f"{len(header)}: {','.join(header)})"
+                    )
+    except csv.Error:
+        pass  # not CSV enough to count: pandas' own message says why
+
+
 def read_decisions(path: Path) -> pd.DataFrame:
-    """decisions.csv (or .parquet) as strings: columns id, decision (lower-cased), new_label."""
+    """decisions.csv (or .parquet) as strings: columns id, decision (lower-cased), new_label.
+
+    A CSV row with fewer fields than the header has its last ones empty (``r01,drop`` is
+    a drop); one with more is refused, naming it.
+    """
     path = Path(path)
     if not path.is_file():
         raise DecisionsError(f"{path}: no such file")
@@ -100,11 +125,15 @@ def read_decisions(path: Path) -> pd.DataFrame:
             frame = frame.where(frame.notna(), "").astype(str)
         else:
             frame = pd.read_csv(path, dtype=str, keep_default_na=False, na_filter=False)
+            if not isinstance(frame.index, pd.RangeIndex):
+                _check_field_counts(path)
     except pd.errors.EmptyDataError:
         raise DecisionsError(
             f"{path}: empty file; expected a header {','.join(DECISION_COLUMNS)}"
         ) from None
     except (ValueError, OSError, UnicodeDecodeError, pd.errors.ParserError) as err:
+        if isinstance(err, pd.errors.ParserError):
+            _check_field_counts(path)
         first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         raise DecisionsError(f"{path}: not a readable decisions file ({first})") from None
     frame.columns = [str(c).strip() for c in frame.columns]
@@ -141,6 +170,8 @@ def _validate(
     for i, (rid, decision, new_label) in enumerate(decisions.itertuples(index=False)):
         if rid == "":
             raise DecisionsError(f"{name} row {i + 1}: empty id")
+        if decision == "":
+            raise DecisionsError(f"{where(i)}: empty decision (expected keep, relabel or drop)")
         if decision not in DECISIONS:
             raise DecisionsError(
                 f"{where(i)}: unknown decision '{decision}' (expected keep, relabel or drop)"
@@ -247,7 +278,7 @@ def apply_decisions(
     sidecar = _check_outputs(src, dec, out)
 
     manifest = load_manifest(src, check_files=False)
-    raw = read_table(src).reset_index(drop=True)
+    raw = read_table(src)
     ids = manifest.frame["id"].to_numpy(dtype=object)
     labels = manifest.frame["label"].to_numpy(dtype=object)
     decisions = read_decisions(dec)

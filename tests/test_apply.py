@@ -207,6 +207,42 @@ def test_decisions_are_read_leniently(tmp_path: Path) -> None:
     ]
 
 
+def test_ragged_row_is_counted_as_a_data_row(tmp_path: Path) -> None:
+    # pandas' own message counts the blank line and says "line 4".
+    path = tmp_path / "decisions.csv"
+    path.write_text('id,decision,new_label\n"r01",drop,\n\nr02,keep,,oops\n')
+    with pytest.raises(DecisionsError) as err:
+        read_decisions(path)
+    assert str(err.value) == (
+        "decisions.csv row 2: too many fields (4, expected 3: id,decision,new_label)"
+    )
+
+
+def test_short_rows_have_empty_trailing_fields(tmp_path: Path) -> None:
+    path = tmp_path / "decisions.csv"
+    path.write_text("id,decision,new_label\nr01,drop\nr02,Keep\n")
+    assert read_decisions(path).to_dict("records") == [
+        {"id": "r01", "decision": "drop", "new_label": ""},
+        {"id": "r02", "decision": "keep", "new_label": ""},
+    ]
+
+
+@pytest.mark.parametrize("out_ext", [".csv", ".parquet"])
+def test_ids_in_a_parquet_index_are_kept(tmp_path: Path, out_ext: str) -> None:
+    rows = manifest_rows(6)
+    manifest = tmp_path / "manifest.parquet"
+    pd.DataFrame(rows).set_index("id").to_parquet(manifest)
+    decisions = write_decisions(
+        tmp_path / "decisions.csv", [("r01", "relabel", "Bag"), ("r02", "drop", "")]
+    )
+    out = tmp_path / f"clean{out_ext}"
+    summary = apply_decisions(manifest, decisions, out)
+    assert summary.dropped == 1 and summary.relabelled == {("Coat", "Bag"): 1}
+    expected = [{**r, "label": "Bag"} if r["id"] == "r01" else r for r in rows]
+    assert read_rows(out) == [r for r in expected if r["id"] != "r02"]
+    assert read_rows(dropped_path(out)) == [rows[2]]
+
+
 def test_dropped_path() -> None:
     assert dropped_path(Path("out/clean.csv")) == Path("out/clean.dropped.csv")
     assert dropped_path(Path("clean.parquet")) == Path("clean.dropped.parquet")
@@ -284,6 +320,18 @@ REFUSALS: dict[str, tuple[Setup, tuple[str, ...]]] = {
         ("row 1", "'r01'", "new_label"),
     ),
     "empty id": (_decisions([("", "drop", "")]), ("row 1", "empty id")),
+    "row with too many fields": (
+        _decisions([("r01", "keep", ""), ("r02", "drop", ""), ("r03", "drop", "", "x")]),
+        ("decisions.csv row 3: too many fields (4, expected 3: id,decision,new_label)",),
+    ),
+    "every row with too many fields": (
+        _decisions([("r01", "drop", "", "x"), ("r02", "drop", "", "y")]),
+        ("decisions.csv row 1: too many fields (4, expected 3: id,decision,new_label)",),
+    ),
+    "row without a decision": (
+        _decisions([("r01", "drop"), ("r02",)]),
+        ("row 2", "'r02'", "empty decision", "keep, relabel or drop"),
+    ),
     "missing column": (
         _decisions([("r01", "drop")], header="id,decision"),
         ("missing column", "new_label"),

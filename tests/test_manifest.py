@@ -1,5 +1,9 @@
 from __future__ import annotations
 
+import os
+import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -32,7 +36,10 @@ FATAL_CSV = {
     "no label column": ("path,class\na.png,cat\n", ["m.csv", "'label' column", "path, class"]),
     "header only": ("path,label\n", ["m.csv", "no rows"]),
     "zero bytes": ("", ["m.csv", "not a readable manifest"]),
-    "one class": ("path,label\na.png,cat\nb.png,cat\n", ["m.csv", "at least 2 classes", "found 1"]),
+    "one class": (
+        "path,label\na.png,cat\nb.png,cat\n",
+        ["m.csv", "at least 2 classes", "'label' column", "found 1"],
+    ),
     "duplicate id": (
         "id,path,label\nx,a.png,cat\ny,b.png,dog\nx,c.png,dog\n",
         ["m.csv row 3", "duplicate id 'x'", "first seen at row 1"],
@@ -44,6 +51,7 @@ FATAL_CSV = {
     ),
     "blank label": ("path,label\na.png,cat\nb.png,dog\nc.png,  \n", ["m.csv row 3", "empty label"]),
     "empty path": ("path,label\na.png,cat\n,dog\n", ["m.csv row 2", "empty path"]),
+    "blank path": ("path,label\na.png,cat\n  ,dog\n", ["m.csv row 2", "empty path"]),
     "bad split": (
         "path,label,split\na.png,cat,train\nb.png,dog,validation\n",
         ["m.csv row 2", "split is 'validation'", "train or test"],
@@ -73,6 +81,115 @@ def test_none_label_in_parquet_names_its_row(tmp_path: Path) -> None:
     path = tmp_path / "m.parquet"
     pd.DataFrame({"path": ["a.png", "b.png"], "label": [None, "dog"]}).to_parquet(path)
     assert "m.parquet row 1: empty label" in _fatal(path)
+
+
+#: One null among values of each nullable pandas dtype, and the other values' strings.
+NULLABLE = {
+    "string": (["cat", None, "dog"], ["cat", "dog"]),
+    "Int64": ([3, None, 10], ["3", "10"]),
+    "Float64": ([3.0, None, 2.5], ["3", "2.5"]),
+    "boolean": ([True, None, False], ["True", "False"]),
+}
+
+
+@pytest.mark.parametrize("dtype", list(NULLABLE))
+def test_null_label_of_a_nullable_parquet_dtype_is_an_empty_label(
+    tmp_path: Path, dtype: str
+) -> None:
+    path = tmp_path / "m.parquet"
+    labels = pd.array(NULLABLE[dtype][0], dtype=dtype)
+    pd.DataFrame({"path": ["a.png", "b.png", "c.png"], "label": labels}).to_parquet(path)
+    as_csv = _fatal(_csv(tmp_path, "path,label\na.png,cat\nb.png,\nc.png,dog\n"))
+    assert _fatal(path) == as_csv.replace("m.csv", "m.parquet")
+
+
+@pytest.mark.parametrize("dtype", list(NULLABLE))
+def test_null_id_of_a_nullable_parquet_dtype_is_an_empty_id(tmp_path: Path, dtype: str) -> None:
+    path = tmp_path / "m.parquet"
+    pd.DataFrame(
+        {
+            "id": pd.array(NULLABLE[dtype][0], dtype=dtype),
+            "path": ["a.png", "b.png", "c.png"],
+            "label": ["cat", "dog", "cat"],
+        }
+    ).to_parquet(path)
+    as_csv = _fatal(_csv(tmp_path, "id,path,label\nx,a.png,cat\n,b.png,dog\ny,c.png,cat\n"))
+    assert _fatal(path) == as_csv.replace("m.csv", "m.parquet") == "m.parquet row 2: empty id"
+
+
+@pytest.mark.parametrize("dtype", list(NULLABLE))
+def test_nullable_parquet_values_keep_their_string_form(tmp_path: Path, dtype: str) -> None:
+    values, expected = NULLABLE[dtype]
+    present = pd.array([v for v in values if v is not None], dtype=dtype)
+    path = tmp_path / "m.parquet"
+    pd.DataFrame({"id": present, "path": ["a.png", "b.png"], "label": present}).to_parquet(path)
+    m = load_manifest(path)
+    assert m.frame["label"].tolist() == expected
+    assert m.frame["id"].tolist() == expected
+    assert m.classes == sorted(expected)
+
+
+def test_named_parquet_index_is_the_id_column(tmp_path: Path) -> None:
+    path = tmp_path / "m.parquet"
+    frame = pd.DataFrame(
+        {
+            "id": ["r7", "r9", "r3"],
+            "path": ["a.png", "b.png", "c.png"],
+            "label": ["cat", "dog", "cat"],
+        }
+    )
+    frame.set_index("id").to_parquet(path)
+    m = load_manifest(path, check_files=False)
+    assert m.frame["id"].tolist() == ["r7", "r9", "r3"]
+    assert m.frame.index.tolist() == [0, 1, 2]
+    # An unnamed index (here one left by a filter) is not data: ids are row numbers.
+    frame.drop(columns="id").iloc[[1, 2]].to_parquet(path)
+    assert load_manifest(path, check_files=False).frame["id"].tolist() == ["0", "1"]
+
+
+def test_paths_keep_their_spaces(tmp_path: Path) -> None:
+    (tmp_path / " a.png").write_bytes(b"a file whose name starts with a space")
+    (tmp_path / "b.png ").write_bytes(b"one whose name ends with one")
+    m = load_manifest(_csv(tmp_path, "id,path,label\n x , a.png, cat \ny,b.png ,dog\n"))
+    assert m.frame["path"].tolist() == [" a.png", "b.png "]
+    assert m.frame["status"].tolist() == ["ok", "ok"]
+    # Ids and labels are still trimmed.
+    assert m.frame["id"].tolist() == ["x", "y"]
+    assert m.frame["label"].tolist() == ["cat", "dog"]
+
+
+def _run_bound_by_file_permissions(code: str) -> subprocess.CompletedProcess[str]:
+    """Run ``code`` in a Python that file permissions bind: as root (as in CI), root
+    without its capabilities, so that it stays uid 0 (owner of the repo and tmp files)
+    but loses the override of read and search permissions."""
+    cmd = [sys.executable, "-c", code]
+    if os.geteuid() == 0:
+        setpriv = shutil.which("setpriv")
+        if setpriv is None:
+            pytest.skip("setpriv (util-linux) is needed to drop root's permission override")
+        cmd = [setpriv, "--inh-caps=-all", "--bounding-set=-all", "--", *cmd]
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=100)
+
+
+@pytest.mark.timeout(120)
+def test_image_in_a_folder_we_may_not_read_is_unreadable_not_fatal(tmp_path: Path) -> None:
+    (tmp_path / "a.png").write_bytes(b"anything")
+    locked = tmp_path / "locked"
+    locked.mkdir()
+    (locked / "b.png").write_bytes(b"anything")
+    manifest = _csv(tmp_path, "path,label\na.png,cat\nlocked/b.png,dog\ngone.png,dog\n")
+    code = (
+        "from noisyclean.manifest import load_manifest\n"
+        f"m = load_manifest({str(manifest)!r})\n"
+        "print(*m.frame['status'], *m.train_mask)\n"
+    )
+    locked.chmod(0)
+    try:
+        result = _run_bound_by_file_permissions(code)
+    finally:
+        locked.chmod(0o755)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split() == ["ok", "unreadable", "missing", "True", "False", "False"]
 
 
 def test_binary_garbage_is_not_a_manifest(tmp_path: Path) -> None:
@@ -156,6 +273,26 @@ def test_split_and_train_mask(tmp_path: Path) -> None:
     m = load_manifest(_csv(tmp_path, text))
     assert m.frame["split"].tolist() == ["train", "test", "train", "test"]
     assert m.train_mask.tolist() == [True, False, True, False]
+
+
+def test_label_index_and_train_mask_are_computed_once(tmp_path: Path) -> None:
+    for name in "abc":
+        (tmp_path / f"{name}.png").touch()
+    text = "path,label,split\na.png,cat,train\nb.png,dog,train\nc.png,dog,test\n"
+    m = load_manifest(_csv(tmp_path, text))
+    assert m.train_mask is m.train_mask and m.label_index is m.label_index
+    with pytest.raises(ValueError):
+        m.train_mask[0] = False  # shared by every caller, so read-only
+    after = m.with_status(np.array(["ok", "unreadable", "ok"]))
+    assert after.frame["status"].tolist() == ["ok", "unreadable", "ok"]
+    assert after.ok_mask.tolist() == [True, False, True]
+    assert after.train_mask.tolist() == [True, False, False]
+    assert after.label_index.tolist() == [0, 1, 1]
+    assert m.frame["status"].tolist() == ["ok"] * 3  # the original is unchanged
+    assert m.train_mask.tolist() == [True, True, False]
+    for bad in (["ok", "ok"], ["ok", "gone", "ok"]):
+        with pytest.raises(ValueError):
+            m.with_status(np.array(bad))
 
 
 def test_parquet_integer_labels_become_strings(tmp_path: Path) -> None:
