@@ -114,8 +114,7 @@ def check_output(
 
     Args:
         output: the file (or, with ``folder``, the folder) to write.
-        inputs: files the command reads; the output may not be one of them (or, for a
-            folder output, hold one of them).
+        inputs: files the command reads; the output may not be one of them.
         runs: run directories the command reads; the output may not lie inside one.
         suffixes: the file name must end in one of these.
         folder: the output is a folder of files.
@@ -126,9 +125,7 @@ def check_output(
     output = Path(output)
     for source in inputs:
         source = Path(source)
-        if _same_path(output, source) or (
-            folder and source.resolve().is_relative_to(output.resolve())
-        ):
+        if _same_path(output, source):
             raise NoisyCleanError(
                 f"{output}: would overwrite the input {source}; choose another output"
             )
@@ -154,12 +151,22 @@ def check_output(
     check_writable_dir(probe_dir, what="output folder")
 
 
-def check_writable_dir(folder: Path, *, what: str) -> None:
-    """Create ``folder`` if needed and check a file can be made in it (one line if not)."""
+def check_writable_dir(folder: Path, *, what: str, create: bool = False) -> None:
+    """Check that a file can be made in ``folder`` (one line if not).
+
+    With ``create`` the folder is made first; without, the nearest existing folder on
+    its path is probed, so a check that fails leaves nothing behind.
+    """
     folder = Path(folder)
     try:
-        folder.mkdir(parents=True, exist_ok=True)
-        fd, probe = tempfile.mkstemp(prefix=".noisyclean-probe.", dir=folder)
+        if create:
+            folder.mkdir(parents=True, exist_ok=True)
+        probe_in = folder
+        while not probe_in.exists() and probe_in != probe_in.parent:
+            probe_in = probe_in.parent
+        if not probe_in.is_dir():
+            raise NotADirectoryError(20, f"{probe_in} is not a folder")
+        fd, probe = tempfile.mkstemp(prefix=".noisyclean-probe.", dir=probe_in)
         os.close(fd)
         os.unlink(probe)
     except OSError as err:

@@ -99,7 +99,7 @@ def score_manifest(
             usable train rows to cross-fit.
     """
     cfg = config or ConfidenceConfig()
-    check_writable_dir(features.resolved_cache_dir, what="feature cache folder")
+    check_writable_dir(features.resolved_cache_dir, what="feature cache folder", create=True)
     feats = extract_features(manifest, features, progress=feature_progress)
     m = manifest.with_status(feats.status)
     ok, train, labels, classes = m.ok_mask, m.train_mask, m.label_index, m.classes
@@ -227,7 +227,7 @@ def train_run(
         cache_dir=cache_dir or (Path(meta.cache_dir) if meta.cache_dir else None),
         device=config.device,
     )
-    check_writable_dir(fcfg.resolved_cache_dir, what="feature cache folder")
+    check_writable_dir(fcfg.resolved_cache_dir, what="feature cache folder", create=True)
     # Rows score could not use stay unusable; rows it used are checked again (files move).
     feats = extract_features(_manifest_from_conf(conf), fcfg, progress=feature_progress)
     m = _manifest_from_conf(conf).with_status(feats.status)
@@ -330,7 +330,7 @@ def embed_images(
         cache_dir=cache_dir or Path(config.cache_dir),
         device=device,
     )
-    check_writable_dir(fcfg.resolved_cache_dir, what="feature cache folder")
+    check_writable_dir(fcfg.resolved_cache_dir, what="feature cache folder", create=True)
     feats = extract_features(manifest, fcfg, progress=progress)
     ok = feats.status == "ok"
     emb = np.zeros((len(ok), config.embedding_dim), dtype=np.float32)
