@@ -2,7 +2,7 @@
 
 Smooth Proxy-Anchor follows "Smooth Proxy-Anchor Loss for Noisy Metric Learning"
 (arXiv 2006.05142). Its formulas are this project's own reading of the abstract,
-written down in DESIGN.md. With one-hot confidences it reduces exactly to
+written down in docs/design.md. With one-hot confidences it reduces exactly to
 Proxy Anchor Loss (Kim et al., "Proxy Anchor Loss for Deep Metric Learning",
 CVPR 2020, arXiv 2003.13911), as implemented by pytorch-metric-learning.
 
@@ -157,7 +157,7 @@ class SmoothProxyAnchorLoss(_ProxyLoss):
     """Proxy-Anchor weighted by per-class confidences, for noisy labels.
 
     "Smooth Proxy-Anchor Loss for Noisy Metric Learning" (arXiv 2006.05142),
-    with the memberships and loss of DESIGN.md. A sample whose given label is
+    with the memberships and loss of docs/design.md. A sample whose given label is
     doubted pulls weakly on its proxy, and it is not pushed away from a class
     that the confidences believe in. With one-hot confidences of the given
     labels it equals Proxy Anchor Loss (Kim et al., CVPR 2020, arXiv 2003.13911).

@@ -5,9 +5,11 @@ labels, each vote weighted by the neighbour's Phase-1 confidence in its own labe
 so that doubted rows carry little weight. The combined score of class c is
 ``weight * C[x, c] + (1 - weight) * vote[x, c]``; ``suspicion = 1 - combined[x, label]``.
 
-A row is a suspect when it is *confidently* of another class under per-class
-thresholds (``noisyclean.flagging``, as in confident learning): a fixed cut-off
-would flag every row of a class the model finds hard, and none of an easy one.
+Suspects are flagged on the combined scores by confident learning's rule with
+prune-by-class (``noisyclean.flagging``): per-class thresholds estimate how many of
+each class's labels are wrong, and that many least-supported rows of the class are
+flagged. A fixed cut-off would flag every row of a class the model finds hard, and
+none of an easy one.
 """
 
 from __future__ import annotations
