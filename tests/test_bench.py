@@ -1,9 +1,15 @@
-"""`noisyclean bench`: a smoke run on ~500 real rows, plus the runner's pure parts."""
+"""`noisyclean bench`: a smoke run on ~500 real rows, plus the runner's pure parts.
+
+The report's parts are tested in test_bench_report.py.
+"""
 
 from __future__ import annotations
 
 import json
+import os
 import random
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -12,9 +18,10 @@ import pytest
 from conftest import BACKBONE, EXAMPLE_DIR, SMALL_SIZE, write_csv
 from typer.testing import CliRunner
 
-from noisyclean.bench.methods import METHODS
+from noisyclean.bench.methods import METHODS, PHASE1, Method
 from noisyclean.bench.noise import parse_noise
-from noisyclean.bench.runner import DETECTORS, RETRIEVERS, BenchConfig, _stratified_holdout, goals
+from noisyclean.bench.report import DETECTORS, RETRIEVERS
+from noisyclean.bench.runner import BenchConfig, _jobs, _stratified_holdout
 from noisyclean.cli import app
 
 DETECTION = ("auroc", "ap", "p_at_n", "flag_precision", "flag_recall", "flag_f1")
@@ -37,24 +44,62 @@ def test_config_rejects_bad_values() -> None:
         BenchConfig(noises=(parse_noise("pair:0.3"),), test_fraction=1.0)
 
 
-def test_goals_state_met_or_not_with_the_margin() -> None:
-    rows = [
-        ("symmetric:0.4", "noisyclean-confidence", "auroc", 0.96),
-        ("symmetric:0.4", "noisyclean-suspicion", "auroc", 0.97),
-        ("symmetric:0.4", "cleanlab", "auroc", 0.93),
-        ("symmetric:0.4", "knn-vote", "auroc", 0.98),
-        ("symmetric:0.4", "smooth-proxy-anchor", "recall@1", 0.82),
-        ("symmetric:0.4", "proxy-anchor", "recall@1", 0.79),
-    ]
-    summary = pd.DataFrame(
-        [
-            {"noise": n, "method": m, "figure": f, "mean": v, "std": 0.0, "n": 1}
-            for n, m, f, v in rows
-        ]
+NOISES = (parse_noise("symmetric:0.2"), parse_noise("pair:0.3"))
+
+
+def _plan(*methods: str, seeds: int = 2) -> list[tuple[str, str, int]]:
+    config = BenchConfig(noises=NOISES, seeds=seeds, methods=methods)
+    return [(j.method, j.tag, j.seed) for j in _jobs(config, Path("work"))]
+
+
+def test_plan_runs_noisy_methods_per_setting_and_seed_and_references_once_or_per_seed() -> None:
+    jobs = _plan(*METHODS)
+    tags = {tag for _, tag, _ in jobs if tag}
+    assert tags == {"symmetric-0.2-s0", "pair-0.3-s0", "symmetric-0.2-s1", "pair-0.3-s1"}
+    noisy = [m for m, how in METHODS.items() if how.noisy]
+    for tag in tags:
+        assert [m for m, t, _ in jobs if t == tag] == noisy
+    assert [s for m, _, s in jobs if m == "proxy-anchor-clean"] == [0, 1]
+    assert [s for m, _, s in jobs if m == "raw-features"] == [0]
+    assert len(jobs) == 4 * len(noisy) + 2 + 1
+
+
+def test_plan_schedules_phase1_before_each_method_that_reads_it() -> None:
+    assert METHODS["smooth-proxy-anchor"].needs_phase1
+    jobs = _plan("smooth-proxy-anchor")
+    assert [m for m, _, _ in jobs] == [PHASE1, "smooth-proxy-anchor"] * 4
+    assert jobs[0][1:] == jobs[1][1:]  # same noisy labels and seed
+    assert {m for m, _, _ in _plan("cleanlab", "raw-features")} == {"cleanlab", "raw-features"}
+
+
+def test_plan_reads_needs_phase1_not_the_method_name(monkeypatch: pytest.MonkeyPatch) -> None:
+    def run(ws: object, job: object) -> dict:
+        return {}
+
+    monkeypatch.setitem(METHODS, "reads-phase1", Method(run, needs_phase1=True))
+    monkeypatch.setitem(METHODS, "alone", Method(run))
+    assert [m for m, _, _ in _plan("reads-phase1", seeds=1)] == [PHASE1, "reads-phase1"] * 2
+    assert [m for m, _, _ in _plan("alone", seeds=1)] == ["alone"] * 2
+
+
+def test_worker_sets_passive_openmp_before_torch_or_faiss_load() -> None:
+    # A finder that notes OMP_WAIT_POLICY when torch or faiss is first imported.
+    code = """
+import os, sys
+seen = []
+class Spy:
+    def find_spec(self, name, path=None, target=None):
+        if name in ("torch", "faiss") and not seen:
+            seen.append(os.environ.get("OMP_WAIT_POLICY"))
+sys.meta_path.insert(0, Spy())
+import noisyclean.bench.worker
+print(seen)
+"""
+    env = {k: v for k, v in os.environ.items() if k != "OMP_WAIT_POLICY"}
+    out = subprocess.run(
+        [sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True
     )
-    lines = goals(summary, ["symmetric:0.4"])
-    assert "detection AUROC 0.970 vs best peer knn-vote 0.980 (-0.010) — NOT met" in lines[0]
-    assert "Recall@1 82.00 vs proxy-anchor 79.00 (+3.00 points) — met" in lines[1]
+    assert out.stdout.strip() == "['PASSIVE']"
 
 
 @pytest.mark.slow

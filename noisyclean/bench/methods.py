@@ -18,13 +18,15 @@ from typing import Any
 import numpy as np
 
 from noisyclean import knn
+from noisyclean.bench.report import RECALL_KS
 from noisyclean.confidence import ConfidenceConfig, score_confidences
 from noisyclean.embedding import TrainConfig, embed, train_head
 from noisyclean.flagging import confident_flags
 from noisyclean.metrics import auroc, average_precision, precision_at_n, recall_at_k
 from noisyclean.suspects import SuspectConfig, find_suspects
 
-RECALL_KS = (1, 2, 4, 8)
+#: The method whose output (``conf-<tag>.npy``) methods with ``needs_phase1`` read.
+PHASE1 = "noisyclean-confidence"
 
 
 @dataclass(frozen=True)
@@ -224,14 +226,34 @@ def raw_features(ws: Workspace, job: Job) -> dict[str, Any]:
     return {"retrieval": retrieval(ws, _x(ws))}
 
 
-#: name -> (function, needs noisy labels, needs Phase 1's output)
-METHODS: dict[str, tuple[Callable[[Workspace, Job], dict[str, Any]], bool, bool]] = {
-    "noisyclean-confidence": (phase1, True, False),
-    "knn-vote": (knn_vote, True, False),
-    "cleanlab": (cleanlab_oof, True, False),
-    "smooth-proxy-anchor": (smooth_proxy_anchor, True, True),
-    "proxy-anchor": (_loss_method("proxy-anchor"), True, False),
-    "multi-similarity": (_loss_method("multi-similarity"), True, False),
-    "proxy-anchor-clean": (_loss_method("proxy-anchor", clean=True), False, False),
-    "raw-features": (raw_features, False, False),
+@dataclass(frozen=True)
+class Method:
+    """One method the benchmark compares, and how the runner schedules it.
+
+    Attributes:
+        run: runs the method on a workspace and returns its figures.
+        noisy: reads the noisy labels, so it runs once per noise setting and seed;
+            otherwise it reads clean labels only and its figures count for every
+            noise setting.
+        per_seed: (clean-label methods) runs once per seed; otherwise once, seed 0.
+        needs_phase1: reads Phase 1's confidences (``conf-<tag>.npy``), so the runner
+            schedules ``PHASE1`` before it on the same labels.
+    """
+
+    run: Callable[[Workspace, Job], dict[str, Any]]
+    noisy: bool = True
+    per_seed: bool = True
+    needs_phase1: bool = False
+
+
+#: Every method by name; the runner keeps this order, so ``PHASE1`` comes first.
+METHODS: dict[str, Method] = {
+    PHASE1: Method(phase1),
+    "knn-vote": Method(knn_vote),
+    "cleanlab": Method(cleanlab_oof),
+    "smooth-proxy-anchor": Method(smooth_proxy_anchor, needs_phase1=True),
+    "proxy-anchor": Method(_loss_method("proxy-anchor")),
+    "multi-similarity": Method(_loss_method("multi-similarity")),
+    "proxy-anchor-clean": Method(_loss_method("proxy-anchor", clean=True), noisy=False),
+    "raw-features": Method(raw_features, noisy=False, per_seed=False),
 }
