@@ -13,6 +13,9 @@ import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 
 from noisyclean.features import FeatureConfig, Features, extract_features
@@ -43,6 +46,13 @@ def write_csv(path: Path, rows: list[dict[str, str]]) -> Path:
         writer.writeheader()
         writer.writerows(rows)
     return path
+
+
+def rewrite_suspects(frame: pd.DataFrame, like: Path, dest: Path) -> None:
+    """Write an edited suspects table with the metadata (format_version, run_id) of ``like``,
+    as a test that changes a run's rows needs: pandas alone would drop it."""
+    table = pa.Table.from_pandas(frame, preserve_index=False)
+    pq.write_table(table.replace_schema_metadata(pq.read_schema(like).metadata), dest)
 
 
 @dataclass(frozen=True)

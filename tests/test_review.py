@@ -13,14 +13,14 @@ from typing import Any
 import pandas as pd
 import pyarrow.parquet as pq
 import pytest
-from conftest import SmallSet, feature_config
+from conftest import SmallSet, feature_config, rewrite_suspects
 from typer.testing import CliRunner
 
-from noisyclean.artifacts import CONF_SCHEMA, ArtifactError, write_parquet
-from noisyclean.confidence import ConfidenceConfig, score_manifest
-from noisyclean.embedding import TrainConfig, train_run
+from noisyclean.artifacts import ArtifactError, write_conf
+from noisyclean.configs import ConfidenceConfig, TrainConfig
 from noisyclean.errors import NoisyCleanError
 from noisyclean.manifest import load_manifest
+from noisyclean.pipeline import score_manifest, train_run
 from noisyclean.review import build_review, encode_thumbnail, script_json, write_review
 
 #: Labels and paths that would run script if the page ever treated data as markup.
@@ -48,7 +48,7 @@ def build_run(
         config=ConfidenceConfig(folds=3, epochs=10) if fast else ConfidenceConfig(),
     )
     conf = out.parent / f"{out.name}-conf.parquet"
-    write_parquet(conf, scored.table, schema=CONF_SCHEMA, metadata=scored.metadata)
+    write_conf(conf, scored.conf)
     train = TrainConfig(epochs=8, batch_size=64, device="cpu") if fast else TrainConfig()
     train_run(conf, out, config=train, cache_dir=cache)
     return out
@@ -95,8 +95,8 @@ def hostile_run(run: Path, dest: Path) -> Path:
     for col in ("neighbours", "neighbours_suggested", "neighbours_given"):
         frame[col] = frame[col].map(lambda xs: None if xs is None else [new_id(x) for x in xs])
     out = dest / "run"
-    out.mkdir(parents=True)
-    frame.to_parquet(out / "suspects.parquet", index=False)
+    shutil.copytree(run, out)
+    rewrite_suspects(frame, run / "suspects.parquet", out / "suspects.parquet")
     config.update(classes=sorted(rename.values()), manifest_dir=str(root))
     (out / "config.json").write_text(json.dumps(config))
     return out
@@ -205,7 +205,7 @@ def test_missing_image_gets_a_placeholder(run: Path, tmp_path: Path) -> None:
     frame.loc[frame["id"] == first, "path"] = "images/not-there.png"
     copy = tmp_path / "run"
     shutil.copytree(run, copy)
-    frame.to_parquet(copy / "suspects.parquet", index=False)
+    rewrite_suspects(frame, run / "suspects.parquet", copy / "suspects.parquet")
     summary = write_review(copy, tmp_path / "review.html", top=3)
     data, images = page_data(summary.output.read_text())
     assert data["cards"][0]["id"] == first and first not in images

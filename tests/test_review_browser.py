@@ -10,6 +10,7 @@ committed example (slow: it scores and trains on 1,500 images).
 from __future__ import annotations
 
 import csv
+import json
 import os
 import shutil
 from collections.abc import Iterator
@@ -18,7 +19,7 @@ from typing import Any
 
 import pyarrow.parquet as pq
 import pytest
-from conftest import EXAMPLE_MANIFEST, EXAMPLE_SIZE, SmallSet
+from conftest import EXAMPLE_MANIFEST, EXAMPLE_SIZE, SmallSet, rewrite_suspects
 from test_review import (
     HOSTILE_ID,
     HOSTILE_LABELS,
@@ -129,8 +130,14 @@ def test_decide_reload_export_apply_import(
     other = next(
         j for j, c in enumerate(classes) if c not in (cards[2]["label"], cards[2]["suggested"])
     )
-    card(page, ids[2]).locator("select").select_option(str(other))
+    card(page, ids[2]).locator("button[data-act='pick']").click()
+    assert page.evaluate("document.activeElement.id") == "picker-input"
+    # 10 classes or fewer: the picker lists them all before anything is typed.
+    assert page.locator("#picker-list li .name").all_inner_texts() == classes
+    page.locator(f"#picker-list li[data-index='{other}']").click()
     expect(2, "relabel", classes[other])
+    assert page.locator("#picker").is_hidden()
+    assert "on" in (card(page, ids[2]).locator("[data-act='pick']").get_attribute("class") or "")
     card(page, ids[3]).get_by_role("button", name="Drop").click()
     expect(3, "drop")
     assert page.inner_text("#counter") == f"4 of {TOP} decided"
@@ -222,6 +229,143 @@ def test_decide_reload_export_apply_import(
     fresh.close()
 
 
+#: Class names added to the small run's ten, for the picker to search among: "shirt" is in
+#: "Shirt" (exact), three names that start with it, "T-shirt_top" (a word starts with it)
+#: and two that merely contain it.
+EXTRA_CLASSES = (
+    "overshirt",
+    "shirtdress",
+    "Shirt collar",
+    "sweatshirt",
+    "shirtwaist",
+    "Jade plant",
+)
+SPECIES = 1000
+
+
+def many_class_run(run: Path, dest: Path) -> Path:
+    """A copy of ``run`` with more than 1,000 classes: its ten, SPECIES names like
+    "species 0042" and EXTRA_CLASSES. The rows keep their labels (all still classes)."""
+    out = dest / "many-class-run"
+    shutil.copytree(run, out)
+    config = json.loads((run / "config.json").read_text())
+    extra = [f"species {i:04d}" for i in range(SPECIES)] + list(EXTRA_CLASSES)
+    classes = sorted({*config["classes"], *extra})
+    config["classes"] = classes
+    (out / "config.json").write_text(json.dumps(config))
+    # The Parquet files repeat the classes in their metadata: keep them in step.
+    for name in ("suspects.parquet", "embeddings.parquet"):
+        table = pq.read_table(run / name)
+        meta = dict(table.schema.metadata or {})
+        meta[b"classes"] = json.dumps(classes).encode()
+        pq.write_table(table.replace_schema_metadata(meta), out / name)
+    frame = pq.read_table(out / "suspects.parquet").to_pandas()
+    assert frame["label"].isin(classes).all()
+    return out
+
+
+def picker_names(page: Any) -> list[str]:
+    return page.locator("#picker-list li .name").all_inner_texts()
+
+
+def test_class_picker_with_many_classes(browser: Any, run: Path, tmp_path: Path) -> None:
+    review = tmp_path / "review.html"
+    write_review(many_class_run(run, tmp_path), review, top=TOP)
+    data, _ = page_data(review.read_text())
+    cards, classes = data["cards"], data["classes"]
+    assert len(classes) == 10 + SPECIES + len(EXTRA_CLASSES)
+    ids = [c["id"] for c in cards]
+
+    context = browser.new_context(viewport=VIEWPORT, accept_downloads=True)
+    page, errors = open_page(context, review)
+    assert f"{len(classes):,} classes: the digit keys start a class search" in page.inner_text(
+        "#classkeys"
+    )
+    # The class list is embedded once: no card carries a menu of every class.
+    assert page.locator("article.card select, article.card option, article.card li").count() == 0
+
+    # "/" opens the picker on the current card; typing never fires a shortcut ("r" would
+    # relabel, "t" reopen); prefix matches come first, case-insensitively.
+    card(page, ids[0]).locator(".info").click()
+    page.keyboard.press("/")
+    assert page.evaluate("document.activeElement.id") == "picker-input"
+    assert len(picker_names(page)) == 10
+    page.keyboard.type("shirt")
+    assert picker_names(page) == [
+        "Shirt",
+        "Shirt collar",
+        "shirtdress",
+        "shirtwaist",
+        "T-shirt_top",
+        "overshirt",
+        "sweatshirt",
+    ]
+    assert page.inner_text("#picker-note") == "7 matches"
+    assert card(page, ids[0]).get_attribute("data-decision") == ""
+    # At most 10 matches, however many there are.
+    page.fill("#picker-input", "PECIES 09")
+    assert picker_names(page) == [f"species {i:04d}" for i in range(900, 910)]
+    assert page.inner_text("#picker-note") == "10 of 100 matches: type more"
+    page.fill("#picker-input", "")
+    page.keyboard.type("SHIRT")
+    # The arrows move the highlight (wrapping around); Enter relabels and moves on.
+    for key in ("ArrowDown", "ArrowDown", "ArrowUp", "ArrowUp", "ArrowUp", "ArrowDown"):
+        page.keyboard.press(key)
+    assert page.locator("#picker-list li[aria-selected='true'] .name").inner_text() == "Shirt"
+    page.keyboard.press("ArrowDown")
+    page.keyboard.press("ArrowDown")
+    assert page.locator("#picker-list li[aria-selected='true'] .name").inner_text() == "shirtdress"
+    page.keyboard.press("Enter")
+    assert page.locator("#picker").is_hidden()
+    assert card(page, ids[0]).get_attribute("data-decision") == "relabel"
+    assert card(page, ids[0]).locator(".verdict").inner_text() == "relabel → shirtdress"
+    assert "current" in (card(page, ids[1]).get_attribute("class") or "")
+
+    # More than 10 classes: a digit starts a search instead of relabelling; Escape closes
+    # the picker and the shortcuts work again at once.
+    page.keyboard.press("7")
+    assert page.input_value("#picker-input") == "7"
+    assert all("7" in n for n in picker_names(page))
+    page.keyboard.press("Escape")
+    assert page.locator("#picker").is_hidden()
+    assert card(page, ids[1]).get_attribute("data-decision") == ""
+    page.keyboard.press("a")
+    assert card(page, ids[1]).get_attribute("data-decision") == "keep"
+
+    # By click: the card's button opens the picker ("jade" holds the keys j, a, d, e).
+    card(page, ids[3]).locator("button[data-act='pick']").click()
+    page.keyboard.type("jade")
+    assert picker_names(page) == ["Jade plant"]
+    page.locator("#picker-list li").first.click()
+    assert card(page, ids[3]).locator(".verdict").inner_text() == "relabel → Jade plant"
+    assert "current" in (card(page, ids[3]).get_attribute("class") or "")
+    # A click outside closes an open picker without deciding.
+    card(page, ids[4]).locator("button[data-act='pick']").click()
+    page.keyboard.type("species")
+    page.locator("header h1").click()
+    page.wait_for_selector("#picker", state="hidden")
+    assert card(page, ids[4]).get_attribute("data-decision") == ""
+    expected = {
+        ids[0]: ("relabel", "shirtdress"),
+        ids[1]: ("keep", ""),
+        ids[3]: ("relabel", "Jade plant"),
+    }
+    assert page.inner_text("#counter") == f"3 of {TOP} decided"
+
+    page.reload()
+    page.wait_for_selector("body[data-ready='1']")
+    assert card(page, ids[3]).locator(".verdict").inner_text() == "relabel → Jade plant"
+    with page.expect_download() as download:
+        page.click("#export")
+    download.value.save_as(tmp_path / "decisions.csv")
+    with (tmp_path / "decisions.csv").open(newline="") as fh:
+        rows = list(csv.DictReader(fh))
+    assert {r["id"]: (r["decision"], r["new_label"]) for r in rows} == expected
+    assert len(rows) == len(expected)
+    assert errors == []
+    context.close()
+
+
 def test_hostile_data_runs_nothing(browser: Any, run: Path, tmp_path: Path) -> None:
     review = tmp_path / "review.html"
     write_review(hostile_run(run, tmp_path), review, top=1000)
@@ -266,6 +410,12 @@ def test_hostile_data_runs_nothing(browser: Any, run: Path, tmp_path: Path) -> N
         rows = list(csv.DictReader(fh))
     assert rows == [{"id": HOSTILE_ID, "decision": "relabel", "new_label": classes[target]}]
 
+    # The picker lists the hostile names as text, the match marked by text nodes only.
+    c.locator("button[data-act='pick']").click()
+    page.keyboard.type("<")
+    assert set(picker_names(page)) == {n for n in classes if "<" in n}
+    assert page.locator("#picker img, #picker script").count() == 0
+
     page.mouse.move(100, 300)
     page.wait_for_timeout(300)  # time for any injected onerror/onload to fire
     assert dialogs == []
@@ -280,7 +430,9 @@ def test_run_without_suspects(browser: Any, run: Path, tmp_path: Path) -> None:
     copy = tmp_path / "run"
     shutil.copytree(run, copy)
     frame = pq.read_table(run / "suspects.parquet").to_pandas()
-    frame.assign(is_suspect=False).to_parquet(copy / "suspects.parquet", index=False)
+    rewrite_suspects(
+        frame.assign(is_suspect=False), run / "suspects.parquet", copy / "suspects.parquet"
+    )
     write_review(copy, tmp_path / "review.html")
     context = browser.new_context(viewport=VIEWPORT)
     page, errors = open_page(context, tmp_path / "review.html")
@@ -288,6 +440,8 @@ def test_run_without_suspects(browser: Any, run: Path, tmp_path: Path) -> None:
     assert page.inner_text("#empty") == "This run has no suspects."
     page.keyboard.press("j")
     page.keyboard.press("a")
+    page.keyboard.press("/")
+    assert page.locator("#picker").is_hidden()
     assert errors == []
     context.close()
 
