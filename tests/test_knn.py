@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 import pytest
 from conftest import SmallSet
@@ -79,6 +81,170 @@ def test_pads_with_minus_one_when_fewer_rows_than_k(exclude_self: bool) -> None:
         assert not (idx == np.arange(4)[:, None]).any()
     else:
         assert (idx[:, 0] == np.arange(4)).all()
+
+
+def _clustered(n: int = 3000, d: int = 32, centres: int = 30, seed: int = 0) -> np.ndarray:
+    """(n, d) float32 rows around ``centres`` random centres."""
+    rng = np.random.default_rng(seed)
+    centre = rng.normal(size=(centres, d))
+    return (centre[rng.integers(0, centres, n)] + 0.4 * rng.normal(size=(n, d))).astype(np.float32)
+
+
+def _recall(found: np.ndarray, exact: np.ndarray) -> float:
+    """Mean share of each row's exact neighbours (ids) that were found."""
+    return float(
+        np.mean(
+            [
+                len(set(a) & set(b)) / len(b)
+                for a, b in zip(found.tolist(), exact.tolist(), strict=True)
+            ]
+        )
+    )
+
+
+# The IVF path on small data: 3,000 rows with the exact-search limit lowered to 1,000.
+IVF = {"exact_max_rows": 1000}
+
+
+def test_small_sets_search_exactly() -> None:
+    x = _clustered(300)
+    _, _, info = knn.search_with_info(x, x, k=5, exclude_self=True)
+    assert info == knn.SearchInfo(method="exact", nlist=0, nprobe=0, recall=None, sample=0)
+
+
+@pytest.mark.parametrize("exclude_self", [False, True])
+def test_ivf_recall_against_exact_search(exclude_self: bool) -> None:
+    x = _clustered()
+    _, exact = knn.search(x, x, k=10, exclude_self=exclude_self)
+    sims, idx, info = knn.search_with_info(x, x, k=10, exclude_self=exclude_self, **IVF)
+    assert info.method == "ivf" and info.nlist == knn.choose_nlist(3000) == 64
+    assert info.sample == knn.RECALL_SAMPLE
+    assert info.recall is not None and info.recall >= knn.RECALL_TARGET
+    assert _recall(idx, exact) >= 0.95
+    assert sims.shape == idx.shape == (3000, 10) and (idx >= 0).all()
+    xn = knn.normalize(x)
+    np.testing.assert_allclose(sims, np.einsum("qd,qkd->qk", xn, xn[idx]), atol=1e-5)
+    assert (np.diff(sims, axis=1) <= 1e-6).all()
+
+
+def test_ivf_queries_against_another_set() -> None:
+    x = _clustered(3500)
+    xb, xq = x[:3000], x[3000:]
+    _, exact = knn.search(xb, xq, k=7)
+    _, idx, info = knn.search_with_info(xb, xq, k=7, **IVF)
+    assert info.method == "ivf" and info.sample == 500  # every query, fewer than the sample
+    assert info.recall is not None and info.recall >= 0.95
+    assert _recall(idx, exact) >= 0.95
+
+
+def test_ivf_is_deterministic_for_a_seed() -> None:
+    x = _clustered()
+    a_s, a_i, a_info = knn.search_with_info(x, x, k=10, exclude_self=True, seed=3, **IVF)
+    b_s, b_i, b_info = knn.search_with_info(x, x, k=10, exclude_self=True, seed=3, **IVF)
+    np.testing.assert_array_equal(a_i, b_i)
+    np.testing.assert_array_equal(a_s, b_s)
+    assert a_info == b_info and a_info.recall is not None
+
+
+def test_ivf_widens_the_search_until_recall_is_reached() -> None:
+    x = _clustered()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # the target is reached: no warning
+        _, idx, info = knn.search_with_info(x, x, k=10, exclude_self=True, nprobe=1, **IVF)
+    assert info.nprobe > 1
+    assert info.recall is not None and info.recall >= knn.RECALL_TARGET
+    _, exact = knn.search(x, x, k=10, exclude_self=True)
+    assert _recall(idx, exact) >= 0.95
+
+
+def test_ivf_warns_when_the_widest_search_falls_short() -> None:
+    x = _clustered()
+    with pytest.warns(knn.RecallWarning, match="not surely above the target"):
+        _, _, info = knn.search_with_info(
+            x, x, k=10, exclude_self=True, nprobe=1, max_nprobe=2, recall_target=1.0, **IVF
+        )
+    assert info.nprobe == 2  # widened once, to the bound
+    assert info.recall is not None and 0.5 < info.recall < 1.0
+    with pytest.warns(knn.RecallWarning):  # the default target, one list probed
+        _, _, info = knn.search_with_info(
+            x, x, k=10, exclude_self=True, nprobe=1, max_nprobe=1, **IVF
+        )
+    assert info.nprobe == 1 and info.recall is not None and info.recall < knn.RECALL_TARGET
+
+
+def test_ivf_never_returns_the_row_as_its_own_neighbour() -> None:
+    x = _clustered(1500)
+    x = np.concatenate([x, x])  # every row has an exact twin, 1,500 rows apart
+    sims, idx = knn.search(x, x, k=3, exclude_self=True, **IVF)
+    rows = np.arange(3000)
+    assert not (idx == rows[:, None]).any()
+    assert (idx >= 0).all()
+    assert (idx[:, 0] % 1500 == rows % 1500).mean() > 0.99  # the twin, nearest
+    np.testing.assert_allclose(sims[:, 0], 1.0, atol=1e-5)
+
+
+@pytest.mark.parametrize("exclude_self", [False, True])
+def test_ivf_pads_with_minus_one_when_fewer_rows_than_k(exclude_self: bool) -> None:
+    x = _clustered(200)
+    # 4 lists, all probed: every row is a candidate.
+    sims, idx, info = knn.search_with_info(
+        x, x, k=250, exclude_self=exclude_self, exact_max_rows=100, nprobe=4
+    )
+    assert (info.method, info.nlist, info.nprobe) == ("ivf", 4, 4)
+    found = 199 if exclude_self else 200
+    assert idx.shape == sims.shape == (200, 250)
+    assert (idx[:, :found] >= 0).all() and (idx[:, found:] == -1).all()
+    assert np.isneginf(sims[:, found:]).all() and np.isfinite(sims[:, :found]).all()
+    assert not exclude_self or not (idx == np.arange(200)[:, None]).any()
+
+
+@pytest.mark.parametrize("exact_max_rows", [1000, None])
+def test_progress_in_chunks_gives_the_same_neighbours(
+    exact_max_rows: int | None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    x = _clustered()
+    whole = knn.search(x, x, k=5, exclude_self=True, exact_max_rows=exact_max_rows)
+    monkeypatch.setattr(knn, "CHUNK_ROWS", 700)
+    calls: list[tuple[str, int, int]] = []
+    chunked = knn.search(
+        x,
+        x,
+        k=5,
+        exclude_self=True,
+        exact_max_rows=exact_max_rows,
+        progress=lambda *a: calls.append(a),
+    )
+    np.testing.assert_array_equal(whole[1], chunked[1])
+    np.testing.assert_array_equal(whole[0], chunked[0])
+    stages = [c[0] for c in calls]
+    want = ["train", "add", "search"] if exact_max_rows else ["add", "search"]
+    assert list(dict.fromkeys(stages)) == want  # in that order, each stage once
+    for stage in want:
+        done = [d for s, d, _ in calls if s == stage]
+        total = {t for s, _, t in calls if s == stage}
+        assert done == sorted(done) and done[0] == 0 and total == {done[-1]}
+    assert [d for s, d, _ in calls if s == "add"] == [0, 700, 1400, 2100, 2800, 3000]
+
+
+def test_exact_max_rows_is_read_at_call_time(monkeypatch: pytest.MonkeyPatch) -> None:
+    x = _clustered()
+    monkeypatch.setattr(knn, "EXACT_MAX_ROWS", 1000)
+    assert knn.search_with_info(x, x, k=3)[2].method == "ivf"
+    assert knn.search_with_info(x, x, k=3, exact_max_rows=5000)[2].method == "exact"
+
+
+def test_choose_nlist() -> None:
+    assert knn.choose_nlist(100_000) == 1024  # 4 * sqrt(1e5) = 1265
+    assert knn.choose_nlist(1_000_000) == 4096  # 4000
+    assert knn.choose_nlist(3000) == 64  # 219 → 256, but k-means needs 39 rows a list
+    assert knn.choose_nlist(10**12) == 65_536
+    assert knn.choose_nlist(10) == 1
+
+
+def test_exclude_self_needs_the_indexed_rows_as_queries() -> None:
+    x = _clustered(50)
+    with pytest.raises(ValueError, match="exclude_self"):
+        knn.search(x, x[:10], k=3, exclude_self=True)
 
 
 def test_normalize_keeps_zero_rows_zero() -> None:
