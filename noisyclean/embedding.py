@@ -16,6 +16,7 @@ import torch
 from torch import nn
 
 from noisyclean.backbones import resolve_device
+from noisyclean.confidence import TopClasses
 from noisyclean.configs import TrainConfig
 from noisyclean.losses import make_loss
 
@@ -39,28 +40,22 @@ class EmbeddingHead(nn.Module):
         return nn.functional.normalize(self.linear(x), dim=1)
 
 
-def relative_confidences(confidences: np.ndarray) -> np.ndarray:
-    """(N, K) confidences divided by each row's largest (rows of zeros stay zero)."""
-    top = confidences.max(axis=1, keepdims=True)
-    return np.divide(confidences, top, out=np.zeros_like(confidences), where=top > 0)
-
-
 def train_head(
     features: np.ndarray,
-    labels: np.ndarray,
-    confidences: np.ndarray,
+    confidences: TopClasses,
     *,
-    n_classes: int,
+    rows: np.ndarray | None = None,
     config: TrainConfig,
     progress: EpochProgress | None = None,
 ) -> tuple[EmbeddingHead, nn.Module]:
-    """Train the head (and the loss's proxies) on train rows.
+    """Train the head (and the loss's proxies) on the train rows.
 
     Args:
-        features: (N, D) backbone features of the train rows.
-        labels: (N,) given class indices.
-        confidences: (N, K) Phase-1 confidences C (read by smooth-proxy-anchor only).
-        n_classes: K.
+        features: (N, D) backbone features (a memory map works: batches are gathered).
+        confidences: Phase-1 confidences C of the N rows, with their given labels (read by
+            smooth-proxy-anchor only; each batch is made dense, classes outside a row's
+            top counting as 0).
+        rows: the train rows (default: all N).
         config: options.
         progress: called after each epoch.
 
@@ -70,6 +65,7 @@ def train_head(
     device = resolve_device(config.device)
     torch.manual_seed(config.seed)
     gen = torch.Generator().manual_seed(config.seed)
+    n_classes = confidences.n_classes
     head = EmbeddingHead(features.shape[1], config.embedding_dim).to(device)
     loss_fn = make_loss(
         config.loss,
@@ -86,21 +82,21 @@ def train_head(
     if isinstance(proxies, nn.Parameter):
         groups.append({"params": [proxies], "lr": config.lr * config.proxy_lr_mult})
     opt = torch.optim.AdamW(groups, weight_decay=config.weight_decay)
-    x = torch.from_numpy(np.ascontiguousarray(features, dtype=np.float32)).to(device)
-    y = torch.from_numpy(labels.astype(np.int64)).to(device)
-    if config.renormalize:
-        confidences = relative_confidences(confidences)
-    c = torch.from_numpy(np.ascontiguousarray(confidences, dtype=np.float32)).to(device)
+    train = np.arange(len(features)) if rows is None else np.asarray(rows)
+    conf = confidences.relative() if config.renormalize else confidences
     head.train()
     for epoch in range(config.epochs):
-        order = torch.randperm(len(x), generator=gen).to(device)
+        order = train[torch.randperm(len(train), generator=gen).numpy()]
         total, steps = 0.0, 0
-        for start in range(0, len(x), config.batch_size):
+        for start in range(0, len(order), config.batch_size):
             batch = order[start : start + config.batch_size]
             if len(batch) < 2:
                 continue
+            x = torch.from_numpy(np.asarray(features[batch], dtype=np.float32)).to(device)
+            y = torch.from_numpy(conf.labels[batch].astype(np.int64)).to(device)
+            c = torch.from_numpy(conf.dense(batch)).to(device)
             opt.zero_grad(set_to_none=True)
-            loss = loss_fn(head(x[batch]), y[batch], c[batch])
+            loss = loss_fn(head(x), y, c)
             loss.backward()
             opt.step()
             total, steps = total + float(loss.detach()), steps + 1
@@ -111,15 +107,22 @@ def train_head(
 
 
 @torch.inference_mode()
-def embed(head: EmbeddingHead, features: np.ndarray, *, batch_size: int = 4096) -> np.ndarray:
-    """(N, D) backbone features -> (N, E) float32 unit-length embeddings."""
+def embed(
+    head: EmbeddingHead,
+    features: np.ndarray,
+    *,
+    rows: np.ndarray | None = None,
+    batch_size: int = 4096,
+) -> np.ndarray:
+    """(N, D) backbone features (or their ``rows``) -> (R, E) float32 unit-length embeddings."""
     device = next(head.parameters()).device
-    parts = [
-        head(torch.from_numpy(features[i : i + batch_size]).to(device)).cpu().numpy()
-        for i in range(0, len(features), batch_size)
-    ]
+    take = np.arange(len(features)) if rows is None else np.asarray(rows)
     dim = head.linear.out_features
-    return np.concatenate(parts) if parts else np.zeros((0, dim), dtype=np.float32)
+    out = np.zeros((len(take), dim), dtype=np.float32)
+    for i in range(0, len(take), batch_size):
+        x = np.asarray(features[take[i : i + batch_size]], dtype=np.float32)
+        out[i : i + batch_size] = head(torch.from_numpy(x).to(device)).cpu().numpy()
+    return out
 
 
 def model_tensors(head: EmbeddingHead, loss_fn: nn.Module) -> dict[str, np.ndarray]:

@@ -37,7 +37,8 @@ import torch
 from PIL import Image
 from torch.utils.data import DataLoader, Dataset
 
-from noisyclean.backbones import DEFAULT_BACKBONE, Backbone, load_backbone, native_image_size
+from noisyclean.backbones import Backbone, load_backbone, native_image_size
+from noisyclean.configs import DEFAULT_BACKBONE
 from noisyclean.images import error_reason, load_image
 from noisyclean.manifest import Manifest
 

@@ -18,6 +18,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 
 from noisyclean.artifacts import (
     Conf,
@@ -29,13 +30,15 @@ from noisyclean.artifacts import (
     read_run_config,
     write_run,
 )
-from noisyclean.confidence import score_confidences
-from noisyclean.configs import ConfidenceConfig, SuspectConfig, TrainConfig
+from noisyclean.confidence import TopClasses, score_confidences
+from noisyclean.configs import DEFAULT_TOP_CLASSES, ConfidenceConfig, SuspectConfig, TrainConfig
 from noisyclean.embedding import embed, head_from_tensors, model_tensors, train_head
 from noisyclean.errors import NoisyCleanError
-from noisyclean.features import FeatureConfig, extract_features
+from noisyclean.feature_file import FeatureFile
+from noisyclean.features import FeatureConfig, Features, extract_features
 from noisyclean.features import Progress as FeatureProgress
-from noisyclean.flagging import Flags, confident_flags
+from noisyclean.flagging import Flags, sparse_flags
+from noisyclean.knn import Progress as SearchProgress
 from noisyclean.manifest import Manifest, load_manifest, manifest_from_images
 from noisyclean.metrics import auroc
 from noisyclean.suspects import Suspects, find_suspects
@@ -87,39 +90,59 @@ class ScoreResult:
 def score_manifest(
     manifest: Manifest,
     *,
-    features: FeatureConfig,
+    features: FeatureConfig | FeatureFile,
     config: ConfidenceConfig | None = None,
+    top_classes: int = DEFAULT_TOP_CLASSES,
     feature_progress: FeatureProgress | None = None,
     fit_progress: FitProgress | None = None,
+    search_progress: SearchProgress | None = None,
 ) -> ScoreResult:
     """Phase 1 end to end: features, then out-of-sample confidences for every row.
+
+    Args:
+        manifest: the rows.
+        features: how to compute the features (a backbone and its cache), or the user's
+            own features file.
+        config: the confidence module's options.
+        top_classes: classes kept per row in conf.parquet (every class up to this many).
+        feature_progress, fit_progress, search_progress: progress callbacks.
 
     Raises:
         NoisyCleanError: the feature cache can't be written, or there are too few
             usable train rows to cross-fit.
     """
     cfg = config or ConfidenceConfig()
-    check_writable_dir(features.resolved_cache_dir, what="feature cache folder", create=True)
-    feats = extract_features(manifest, features, progress=feature_progress)
+    feats = _features(manifest, features, progress=feature_progress)
     m = manifest.with_status(feats.status)
     ok, train, labels, classes = m.ok_mask, m.train_mask, m.label_index, m.classes
     _check_enough_rows(m, cfg.folds)
+    values = feats.values if ok.all() else feats.values[ok]
     conf = score_confidences(
-        feats.values[ok],
+        values,
         labels[ok],
         train=train[ok],
         n_classes=len(classes),
         config=cfg,
+        top_classes=top_classes,
         progress=fit_progress,
+        search_progress=search_progress,
+        in_place=True,
     )
+    del values
     n = len(m)
-    full = np.zeros((n, len(classes)), dtype=np.float32)
-    full[ok] = conf.blended
+    top = conf.top
+    width = top.classes.shape[1]
+    top_classes_all = np.zeros((n, width), dtype=np.int32)
+    top_scores_all = np.zeros((n, width), dtype=np.float32)
+    top_classes_all[ok], top_scores_all[ok] = top.classes, top.scores
+    given = np.full(n, np.nan, dtype=np.float32)
+    given[ok] = top.given
     fold = np.full(n, -1, dtype=np.int32)
     fold[ok] = conf.fold
-    rows = np.arange(n)
-    pred = full.argmax(axis=1)
     df = m.frame
+    pred = pd.Categorical.from_codes(
+        np.where(ok, top_classes_all[:, 0], -1), categories=pd.Index(classes)
+    )
     table = pd.DataFrame(
         {
             "id": df["id"],
@@ -127,20 +150,23 @@ def score_manifest(
             "label": df["label"],
             "status": df["status"],
             "split": df["split"],
-            "confidence": np.where(ok, full[rows, labels], np.nan).astype(np.float32),
-            "pred_label": np.where(ok, np.asarray(classes, dtype=object)[pred], None),
-            "pred_confidence": np.where(ok, full[rows, pred], np.nan).astype(np.float32),
+            "confidence": given,
+            "pred_label": pred,
+            "pred_confidence": np.where(ok, top_scores_all[:, 0], np.nan).astype(np.float32),
             "fold": fold,
         }
     )
     if "true_label" in df.columns:
         table["true_label"] = df["true_label"]
     flag_rows = np.flatnonzero(train)
+    in_ok = np.cumsum(ok) - 1  # position of each usable row among the usable rows
+    flag_top = top.take(in_ok[flag_rows])
+    file = features if isinstance(features, FeatureFile) else None
     meta = ConfMeta(
         classes=classes,
-        backbone=features.backbone,
+        backbone=file.backbone if file else features.backbone,  # type: ignore[union-attr]
         image_size=feats.image_size,
-        cache_dir=str(features.resolved_cache_dir),
+        cache_dir="" if file else str(features.resolved_cache_dir),  # type: ignore[union-attr]
         manifest=str(m.source),
         manifest_dir=str(m.root),
         folds=cfg.folds,
@@ -148,16 +174,36 @@ def score_manifest(
         blend=cfg.blend,
         k=cfg.k,
         epochs=cfg.epochs,
+        top_classes=width,
+        features_file=str(file.path) if file else "",
+        features_stamp=file.stamp if file else "",
+        neighbours=asdict(conf.neighbours) if conf.neighbours else {},
     )
     return ScoreResult(
-        conf=Conf(frame=table, confidences=full, meta=meta),
-        flags=confident_flags(full[flag_rows], labels[flag_rows], len(classes)),
+        conf=Conf(frame=table, top_classes=top_classes_all, top_scores=top_scores_all, meta=meta),
+        flags=sparse_flags(
+            flag_top.given, flag_top.classes, flag_top.scores, flag_top.labels, len(classes)
+        ),
         flag_rows=flag_rows,
-        auroc=train_auroc(1.0 - table["confidence"].to_numpy(), m),
+        auroc=train_auroc(1.0 - given, m),
         small_classes=[classes[c] for c in conf.small_classes],
         computed=feats.computed,
         reasons=feats.reasons,
     )
+
+
+def _features(
+    manifest: Manifest,
+    source: FeatureConfig | FeatureFile,
+    *,
+    progress: FeatureProgress | None = None,
+) -> Features:
+    """Features of every manifest row: from the user's features file, or from the
+    backbone through the cache (whose folder must be writable: checked first)."""
+    if isinstance(source, FeatureFile):
+        return source.load(manifest, progress=progress)
+    check_writable_dir(source.resolved_cache_dir, what="feature cache folder", create=True)
+    return extract_features(manifest, source, progress=progress)
 
 
 def _check_enough_rows(manifest: Manifest, folds: int) -> None:
@@ -178,7 +224,8 @@ class TrainResult:
     Attributes:
         run_dir: the run directory.
         run_id: a fresh id of this run.
-        suspects: the suspects table and its summary.
+        suspects: the suspects' arrays and flags.
+        frame: the rows (id, path, label, split, status), in manifest order.
         confidence_auroc: ``train_auroc`` of Phase 1's ``1 - confidence``, when known.
         suspicion_auroc: ``train_auroc`` of Phase 2's ``suspicion``, when known.
         computed: images whose features were computed now.
@@ -188,6 +235,7 @@ class TrainResult:
     run_dir: Path
     run_id: str
     suspects: Suspects
+    frame: pd.DataFrame
     confidence_auroc: float | None
     suspicion_auroc: float | None
     computed: int
@@ -215,25 +263,41 @@ def train_run(
     cache_dir: Path | None = None,
     feature_progress: FeatureProgress | None = None,
     epoch_progress: EpochProgress | None = None,
+    search_progress: SearchProgress | None = None,
 ) -> TrainResult:
     """Phase 2 end to end: read conf.parquet, train the head, embed every usable row,
-    find suspects, and write the run directory (each file atomically)."""
+    find suspects, and write the run directory (each file atomically).
+
+    The features are found as ``score`` found them: the same backbone and cache, or
+    the same features file (refused if it changed since).
+    """
     conf = read_conf(conf_path)
     meta = conf.meta
     classes = meta.classes
-    fcfg = FeatureConfig(
-        backbone=meta.backbone,
-        image_size=meta.image_size,
-        cache_dir=cache_dir or (Path(meta.cache_dir) if meta.cache_dir else None),
-        device=config.device,
-    )
-    check_writable_dir(fcfg.resolved_cache_dir, what="feature cache folder", create=True)
+    if meta.features_file:
+        source: FeatureConfig | FeatureFile = FeatureFile.recorded(
+            Path(meta.features_file), meta.features_stamp
+        )
+    else:
+        source = FeatureConfig(
+            backbone=meta.backbone,
+            image_size=meta.image_size,
+            cache_dir=cache_dir or (Path(meta.cache_dir) if meta.cache_dir else None),
+            device=config.device,
+        )
     # Rows score could not use stay unusable; rows it used are checked again (files move).
-    feats = extract_features(_manifest_from_conf(conf), fcfg, progress=feature_progress)
+    feats = _features(_manifest_from_conf(conf), source, progress=feature_progress)
     m = _manifest_from_conf(conf).with_status(feats.status)
     ok, train, labels = m.ok_mask, m.train_mask, m.label_index
     if not train.any():
         raise NoisyCleanError(f"{conf_path}: no usable train rows to train on")
+    top = TopClasses(
+        labels=labels,
+        given=np.nan_to_num(conf.frame["confidence"].to_numpy(np.float32, na_value=0.0)),
+        classes=conf.top_classes,
+        scores=conf.top_scores,
+        n_classes=len(classes),
+    )
     losses: list[float] = []
 
     def on_epoch(done: int, total: int, loss: float) -> None:
@@ -242,29 +306,23 @@ def train_run(
             epoch_progress(done, total, loss)
 
     head, loss_fn = train_head(
-        feats.values[train],
-        labels[train],
-        conf.confidences[train],
-        n_classes=len(classes),
-        config=config,
-        progress=on_epoch,
+        feats.values, top, rows=np.flatnonzero(train), config=config, progress=on_epoch
     )
     emb = np.zeros((len(m), config.embedding_dim), dtype=np.float32)
-    emb[ok] = embed(head, feats.values[ok])
+    emb[ok] = embed(head, feats.values, rows=np.flatnonzero(ok))
     found = find_suspects(
         emb,
-        labels,
-        conf.confidences,
-        ids=m.frame["id"].to_numpy(dtype=object),
+        top,
         usable=ok,
         train=train,
         classes=classes,
         config=suspect_config,
+        progress=search_progress,
     )
-    table = found.table
-    table.insert(2, "path", m.frame["path"].to_numpy())
-    table["status"] = m.frame["status"].to_numpy()
-
+    frame = m.frame
+    table = found.table(pa.array(frame["id"], type=pa.string()), labels)
+    table = table.add_column(2, "path", pa.array(frame["path"], type=pa.string()))
+    table = table.append_column("status", pa.array(frame["status"], type=pa.string()))
     run = RunConfig(
         run_id=uuid.uuid4().hex[:12],
         classes=classes,
@@ -273,21 +331,22 @@ def train_run(
         manifest=meta.manifest,
         manifest_dir=meta.manifest_dir,
         conf=str(Path(conf_path).resolve()),
-        cache_dir=str(fcfg.resolved_cache_dir),
+        cache_dir="" if isinstance(source, FeatureFile) else str(source.resolved_cache_dir),
         feature_dim=int(feats.values.shape[1]),
         embedding_dim=config.embedding_dim,
         train=asdict(config),
         suspects=asdict(found.config),
         epoch_losses=losses,
+        features_file=meta.features_file,
     )
     write_run(out_dir, run, tensors=model_tensors(head, loss_fn), embeddings=emb, suspects=table)
-    rows = np.arange(len(m))
     return TrainResult(
         run_dir=out_dir,
         run_id=run.run_id,
         suspects=found,
-        confidence_auroc=train_auroc(1.0 - conf.confidences[rows, labels], m),
-        suspicion_auroc=train_auroc(table["suspicion"].to_numpy(), m),
+        frame=frame,
+        confidence_auroc=train_auroc(1.0 - top.given, m),
+        suspicion_auroc=train_auroc(found.suspicion, m),
         computed=feats.computed,
         losses=losses,
     )
@@ -300,6 +359,7 @@ def embed_images(
     run_dir: Path,
     source: Path,
     *,
+    features: Path | None = None,
     cache_dir: Path | None = None,
     device: str = "auto",
     progress: FeatureProgress | None = None,
@@ -309,32 +369,47 @@ def embed_images(
     Args:
         run_dir: a directory written by ``train_run``.
         source: a manifest (.csv/.parquet), a folder of images, or one image file.
+        features: the new rows' features file (``id``, ``embedding``), for a run trained
+            on a features file (such a run has no backbone to compute them with).
         cache_dir: the feature cache [default: the run's].
         device: ``auto``, ``cpu`` or ``cuda``.
         progress: called after each batch of images.
 
     Returns:
-        One row per input image, in order: ``id``, ``path``, ``status``, ``embedding``
-        (a float32 array, None for images that are missing or unreadable).
+        One row per input row, in order: ``id``, ``path``, ``status``, ``embedding``
+        (a float32 array, None for rows that are missing or unreadable).
     """
     config = read_run_config(run_dir)
     head = head_from_tensors(read_model(run_dir, config), device=device)
     source = Path(source)
-    if source.is_file() and source.suffix.lower() in MANIFEST_SUFFIXES:
-        manifest = load_manifest(source)
+    is_manifest = source.is_file() and source.suffix.lower() in MANIFEST_SUFFIXES
+    if config.features_file and features is None:
+        raise NoisyCleanError(
+            f"{run_dir}: this run was trained on a features file ({config.features_file}) "
+            "and has no backbone to embed images with; give --features FILE for the new rows"
+        )
+    if features is not None:
+        if not is_manifest:
+            raise NoisyCleanError(f"{source}: with --features, give a manifest (its ids join)")
+        manifest = load_manifest(source, check_files=False)
+        feats = FeatureFile.open(features).load(manifest, progress=progress)
     else:
-        manifest = manifest_from_images(source)
-    fcfg = FeatureConfig(
-        backbone=config.backbone,
-        image_size=config.image_size,
-        cache_dir=cache_dir or Path(config.cache_dir),
-        device=device,
-    )
-    check_writable_dir(fcfg.resolved_cache_dir, what="feature cache folder", create=True)
-    feats = extract_features(manifest, fcfg, progress=progress)
+        manifest = load_manifest(source) if is_manifest else manifest_from_images(source)
+        fcfg = FeatureConfig(
+            backbone=config.backbone,
+            image_size=config.image_size,
+            cache_dir=cache_dir or Path(config.cache_dir),
+            device=device,
+        )
+        feats = _features(manifest, fcfg, progress=progress)
+    if feats.values.shape[1] != config.feature_dim:
+        raise NoisyCleanError(
+            f"{features or source}: features of width {feats.values.shape[1]}, but the run "
+            f"was trained on width {config.feature_dim}"
+        )
     ok = feats.status == "ok"
     emb = np.zeros((len(ok), config.embedding_dim), dtype=np.float32)
-    emb[ok] = embed(head, feats.values[ok])
+    emb[ok] = embed(head, feats.values, rows=np.flatnonzero(ok))
     return pd.DataFrame(
         {
             "id": manifest.frame["id"],

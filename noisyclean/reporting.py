@@ -99,29 +99,49 @@ def progress_bars() -> Iterator[Callable[[str, str], Tracker]]:
         bar.stop()
 
 
+def staged(track: Callable[[str, str], Tracker], what: str) -> Callable[[str, int, int], None]:
+    """A ``(stage, done, total)`` callback that draws one bar per stage, e.g. the
+    neighbour index's "train", "add" and "search", each titled ``what stage``."""
+    bars: dict[str, Tracker] = {}
+
+    def update(stage: str, done: int, total: int) -> None:
+        if stage not in bars:
+            bars[stage] = track(f"{what} {stage}", "row" if stage != "train" else "step")
+        bars[stage](done, total)
+
+    return update
+
+
 def _line(text: str) -> None:
     out.print(text, highlight=False, soft_wrap=True)
 
 
-def noise_table(classes: Sequence[str], flags: Flags, labels: np.ndarray) -> None:
+#: Classes listed in the noise table; past this many, the noisiest.
+_LISTED_CLASSES = 20
+
+
+def noise_table(classes: Sequence[str], flags: Flags, codes: np.ndarray) -> None:
     """Per class: rows, flagged, estimated noise rate, and the classes confidently seen
-    instead (off-diagonal counts of the confident joint)."""
+    instead (off-diagonal counts of the confident joint). With many classes, the
+    noisiest ``_LISTED_CLASSES`` of them. ``codes`` are the flagged rows' label indices."""
     import numpy as np
 
-    noise = Table(title="Estimated noise per class (confident learning)")
+    shown = np.arange(len(classes))
+    title = "Estimated noise per class (confident learning)"
+    if len(classes) > _LISTED_CLASSES:
+        shown = np.argsort(-flags.noise_rate, kind="stable")[:_LISTED_CLASSES]
+        title = f"Estimated noise: the {_LISTED_CLASSES} noisiest of {len(classes)} classes"
+    rows = np.bincount(codes, minlength=len(classes))
+    flagged = np.bincount(codes[flags.flagged], minlength=len(classes))
+    noise = Table(title=title)
     for col in ("class", "rows", "flagged", "noise rate", "most often seen instead"):
         noise.add_column(col, justify="left" if col == "class" else "right")
-    for j, name in enumerate(classes):
-        mine = labels == name
-        row = flags.joint[j].copy()
-        row[j] = 0
-        instead = ", ".join(
-            f"{clean(classes[c])} ({row[c]})" for c in np.argsort(-row)[:2] if row[c] > 0
-        )
+    for j in shown:
+        instead = ", ".join(f"{clean(classes[c])} ({n})" for c, n in flags.seen_instead(int(j)))
         noise.add_row(
-            clean(name),
-            str(int(mine.sum())),
-            str(int(flags.flagged[mine].sum())),
+            clean(classes[int(j)]),
+            str(int(rows[j])),
+            str(int(flagged[j])),
             f"{flags.noise_rate[j]:.1%}",
             instead or "-",
         )
@@ -157,6 +177,8 @@ def unreadable_rows(frame: pd.DataFrame, reasons: dict[int, str]) -> None:
 
 
 def score_summary(result: ScoreResult, output: Path, seconds: float) -> None:
+    import pandas as pd
+
     t = result.conf.frame
     classes = result.conf.meta.classes
     n_ok = int((t["status"] == "ok").sum())
@@ -173,7 +195,8 @@ def score_summary(result: ScoreResult, output: Path, seconds: float) -> None:
             "fewer train rows than folds in: "
             f"{', '.join(result.small_classes)}; their confidences are low by construction."
         )
-    noise_table(classes, result.flags, t["label"].to_numpy()[result.flag_rows])
+    codes = pd.Categorical(t["label"], categories=classes).codes
+    noise_table(classes, result.flags, codes[result.flag_rows])
     doubt = t[t["status"] == "ok"].nsmallest(10, "confidence")
     top = Table(title="The 10 rows the module doubts most")
     for col in ("id", "path", "label", "confidence", "predicted", "pred. conf."):
@@ -202,30 +225,35 @@ def score_summary(result: ScoreResult, output: Path, seconds: float) -> None:
 
 
 def train_summary(result: TrainResult, top: int, seconds: float) -> None:
+    import numpy as np
+    import pandas as pd
+
     found = result.suspects
-    t = found.table
-    ranked = t[t["rank"].notna()].sort_values("rank").head(top)
+    frame = result.frame
+    usable = np.flatnonzero(found.usable)
+    ranked = usable[np.argsort(found.rank[usable], kind="stable")][:top]
     table = Table(title=f"Top {len(ranked)} suspects")
     for col in ("rank", "id", "label", "suggested", "suspicion", "conf.", "agree", "suspect"):
         table.add_column(col)
-    for _, r in ranked.iterrows():
+    ids, labels = frame["id"].to_numpy(), frame["label"].to_numpy()
+    for i in ranked:
         table.add_row(
-            str(r["rank"]),
-            clean(r["id"]),
-            clean(r["label"]),
-            clean(r["suggested_label"]),
-            f"{r['suspicion']:.3f}",
-            f"{r['confidence']:.3f}",
-            f"{r['neighbour_agreement']:.2f}",
-            "yes" if r["is_suspect"] else "",
+            str(found.rank[i]),
+            clean(ids[i]),
+            clean(labels[i]),
+            clean(found.classes[found.suggested[i]]),
+            f"{found.suspicion[i]:.3f}",
+            f"{found.confidence[i]:.3f}",
+            f"{found.agreement[i]:.2f}",
+            "yes" if found.is_suspect[i] else "",
         )
     out.print(table)
-    noise_table(found.classes, found.flags, t["label"].to_numpy()[found.usable])
+    codes = pd.Categorical(frame["label"], categories=found.classes).codes
+    noise_table(found.classes, found.flags, codes[found.usable])
     flagged = int(found.flags.flagged.sum())
-    usable = int(found.usable.sum())
     out.print(
-        f"[bold]{flagged}[/] of {usable} usable rows flagged as suspects "
-        f"({flagged / max(usable, 1):.1%})"
+        f"[bold]{flagged}[/] of {len(usable)} usable rows flagged as suspects "
+        f"({flagged / max(len(usable), 1):.1%})"
     )
     if result.losses:
         out.print(f"loss: first epoch {result.losses[0]:.4f}, last {result.losses[-1]:.4f}")

@@ -31,6 +31,8 @@ from pathlib import Path
 from typing import Any
 
 import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
 from PIL import Image
 
 from noisyclean import __version__
@@ -152,13 +154,38 @@ def _build(run_dir: Path, *, top: int, thumb_size: int, neighbours: int) -> _Pag
     if neighbours < 0:
         raise ValueError(f"neighbours must be at least 0, got {neighbours}")
     config = read_run_config(run_dir)
-    frame = read_suspects(run_dir, config)
+    table = read_suspects(run_dir, config)
     root = Path(config.manifest_dir)
     run_id = config.run_id
-    suspects = frame[frame["is_suspect"].fillna(False).astype(bool) & frame["rank"].notna()]
-    shown = suspects.sort_values("rank", kind="stable").head(top)
-    label_of = dict(zip(frame["id"], frame["label"], strict=True))
-    path_of = dict(zip(frame["id"], frame["path"], strict=True))
+    # Filter and sort in Arrow: a million-row run makes pandas rows only for the cards.
+    flagged = pc.and_(
+        pc.fill_null(table.column("is_suspect"), False), pc.is_valid(table.column("rank"))
+    )
+    suspects = table.filter(flagged)
+    n_suspects = suspects.num_rows
+    order_by = pc.sort_indices(suspects, sort_keys=[("rank", "ascending")])
+    shown = suspects.take(order_by[:top]).to_pandas()
+    needed = pa.array(
+        sorted(
+            {
+                str(n)
+                for col in ("neighbours_given", "neighbours_suggested")
+                for ids in shown[col]
+                for n in _ids(ids)
+            }
+            | set(shown["id"].astype(str))
+        ),
+        type=pa.string(),
+    )
+    lookup = table.select(["id", "label", "path"]).filter(
+        pc.is_in(table.column("id").cast(pa.string()), value_set=needed)
+    )
+    label_of = dict(
+        zip(lookup.column("id").to_pylist(), lookup.column("label").to_pylist(), strict=True)
+    )
+    path_of = dict(
+        zip(lookup.column("id").to_pylist(), lookup.column("path").to_pylist(), strict=True)
+    )
 
     cards = []
     wanted: dict[str, None] = {}
@@ -195,7 +222,7 @@ def _build(run_dir: Path, *, top: int, thumb_size: int, neighbours: int) -> _Pag
     data = {
         "run_id": run_id,
         "classes": config.classes,
-        "suspects": len(suspects),
+        "suspects": n_suspects,
         "top": top,
         "version": __version__,
         "cards": cards,
@@ -215,7 +242,7 @@ def _build(run_dir: Path, *, top: int, thumb_size: int, neighbours: int) -> _Pag
         html=page,
         run_id=run_id,
         cards=len(cards),
-        suspects=len(suspects),
+        suspects=n_suspects,
         images=len(images),
         missing_images=sum(1 for n in order if n not in images),
     )

@@ -17,145 +17,210 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-import pandas as pd
+import pyarrow as pa
 
 from noisyclean import knn
+from noisyclean.confidence import TopClasses
 from noisyclean.configs import SuspectConfig
-from noisyclean.flagging import Flags, confident_flags
+from noisyclean.flagging import Flags, sparse_flags
+
+#: Scores made dense per chunk are at most about this many values (rows × classes).
+_CHUNK_VALUES = 1 << 22
 
 
 @dataclass(frozen=True)
 class Suspects:
-    """The suspects table and what the summary needs.
+    """Every row's suspicion, suggested label and neighbours, as arrays.
 
     Attributes:
-        table: one row per input row, in input order (columns of suspects.parquet
-            except ``path`` and ``status``, which the caller knows).
-        flags: per-class-threshold flags over the usable rows.
+        suggested: (N,) class index suggested instead of the given label; -1 unless usable.
+        suspicion: (N,) float32, 1 − combined[x, label]; NaN unless usable.
+        confidence: (N,) float32, Phase 1's C[x, label]; NaN unless usable.
+        agreement: (N,) float32, the weighted vote for the given label; NaN unless usable.
+        neighbours: (N, k) the nearest train rows (row positions), nearest first; -1 pads.
+        given_neighbours: (N, show) the nearest train rows with the given label.
+        suggested_neighbours: (N, show) the nearest train rows with the suggested label.
+        is_suspect: (N,) bool, flagged.
+        rank: (N,) int64, 1 = most suspicious; 0 unless usable.
+        flags: the flags over the usable rows.
         usable: (N,) bool, the rows ``flags`` describes.
         classes: class names.
         config: the options used.
     """
 
-    table: pd.DataFrame
+    suggested: np.ndarray
+    suspicion: np.ndarray
+    confidence: np.ndarray
+    agreement: np.ndarray
+    neighbours: np.ndarray
+    given_neighbours: np.ndarray
+    suggested_neighbours: np.ndarray
+    is_suspect: np.ndarray
+    rank: np.ndarray
     flags: Flags
     usable: np.ndarray
     classes: list[str]
     config: SuspectConfig
 
+    def table(self, ids: pa.Array, labels: np.ndarray) -> pa.Table:
+        """suspects.parquet's columns but ``path`` and ``status``, built from the arrays
+        (no Python object per value). ``ids`` are the N row ids, ``labels`` their class
+        indices."""
+        names = pa.array(self.classes, type=pa.string())
+        usable = self.usable
 
-def _nearest_of_class(
-    emb: np.ndarray,
-    labels: np.ndarray,
-    pool: np.ndarray,
-    queries: np.ndarray,
-    wanted: np.ndarray,
-    n: int,
-) -> list[np.ndarray]:
-    """Per query row, the ``n`` nearest pool rows labelled ``wanted[query]``, itself excluded."""
-    out: list[np.ndarray] = [np.empty(0, dtype=np.int64)] * len(queries)
-    for c in np.unique(wanted):
-        members = pool[labels[pool] == c]
-        asking = np.flatnonzero(wanted == c)
-        if len(members) == 0 or len(asking) == 0:
-            continue
-        _, idx = knn.search(emb[members], emb[queries[asking]], k=n + 1)
-        for j, row in zip(asking, idx, strict=True):
-            found = members[row[row >= 0]]
-            out[j] = found[found != queries[j]][:n]
+        def label_column(codes: np.ndarray, valid: np.ndarray) -> pa.Array:
+            idx = pa.array(np.where(valid, codes, 0).astype(np.int32), mask=~valid)
+            return pa.DictionaryArray.from_arrays(idx, names).cast(pa.string())
+
+        def floats(values: np.ndarray) -> pa.Array:
+            return pa.array(values.astype(np.float32), mask=~usable)
+
+        return pa.table(
+            {
+                "id": ids,
+                "label": label_column(labels, np.ones(len(labels), dtype=bool)),
+                "suggested_label": label_column(self.suggested, usable),
+                "suspicion": floats(self.suspicion),
+                "confidence": floats(self.confidence),
+                "neighbour_agreement": floats(self.agreement),
+                "neighbours": id_lists(ids, self.neighbours, usable),
+                "neighbours_suggested": id_lists(ids, self.suggested_neighbours, usable),
+                "is_suspect": pa.array(self.is_suspect),
+                "rank": pa.array(self.rank, mask=~usable),
+                "neighbours_given": id_lists(ids, self.given_neighbours, usable),
+            }
+        )
+
+
+def id_lists(ids: pa.Array, rows: np.ndarray, valid: np.ndarray) -> pa.ListArray:
+    """(N, L) row positions (-1 pads) as a list<string> column of the rows' ids; null
+    where not ``valid``. Built with pyarrow's ``take``: no Python object per value."""
+    keep = (rows >= 0) & valid[:, None]
+    lengths = keep.sum(axis=1)
+    offsets = np.zeros(len(rows) + 1, dtype=np.int64)
+    np.cumsum(lengths, out=offsets[1:])
+    values = ids.take(pa.array(rows[keep].astype(np.int64)))
+    lists = pa.LargeListArray.from_arrays(pa.array(offsets), values, mask=pa.array(~valid))
+    return lists.cast(pa.list_(pa.string()))
+
+
+def _first_of_class(
+    near: np.ndarray, near_labels: np.ndarray, wanted: np.ndarray, n: int
+) -> np.ndarray:
+    """(B, n): per row, the first ``n`` entries of ``near`` whose label is ``wanted``; -1 pads."""
+    hit = (near_labels == wanted[:, None]) & (near >= 0)
+    position = np.cumsum(hit, axis=1) - 1
+    out = np.full((len(near), n), -1, dtype=np.int64)
+    rows, cols = np.nonzero(hit & (position < n))
+    out[rows, position[rows, cols]] = near[rows, cols]
     return out
 
 
 def find_suspects(
     embeddings: np.ndarray,
-    labels: np.ndarray,
-    confidences: np.ndarray,
+    confidences: TopClasses,
     *,
-    ids: np.ndarray,
     usable: np.ndarray,
     train: np.ndarray,
-    classes: list[str],
     config: SuspectConfig | None = None,
+    classes: list[str],
+    progress: knn.Progress | None = None,
 ) -> Suspects:
     """Rank every usable row by how likely its label is wrong.
 
     Args:
         embeddings: (N, E) learned embeddings (rows that aren't usable are ignored).
-        labels: (N,) given class indices.
-        confidences: (N, K) Phase-1 confidences C.
-        ids: (N,) row ids.
+        confidences: Phase 1's C of the N rows, with their given labels.
         usable: (N,) bool, rows with features.
         train: (N,) bool, usable rows whose labels the embedding was trained on; only
             they vote (test rows are voted on, but never vote).
-        classes: K class names.
         config: options.
+        classes: K class names.
+        progress: called as the neighbour index is built and searched.
 
     Returns:
-        Suspects with one table row per input row, in input order.
+        Suspects of every input row, in input order.
     """
     cfg = config or SuspectConfig()
-    n, n_classes = len(labels), len(classes)
+    labels = confidences.labels
+    n, n_classes = len(labels), confidences.n_classes
     rows = np.flatnonzero(usable)
     voters = np.flatnonzero(train)
-    weights = confidences[voters, labels[voters]]
+    weights = confidences.given[voters]
 
-    vote = np.zeros((n, n_classes), dtype=np.float32)
-    near = np.full((n, cfg.k), -1, dtype=np.int64)
+    # Each usable row's `pool` nearest voters, never itself: the vote takes the first k.
+    pool = min(cfg.pool, max(len(voters) - 1, 1))
+    near = np.full((n, max(pool, cfg.k)), -1, dtype=np.int64)
     is_voter = np.isin(rows, voters)
     for query, self_ in ((rows[is_voter], True), (rows[~is_voter], False)):
         if len(query) == 0:
             continue
         # A voter never votes on itself; voters are searched in their own order then.
         q_emb = embeddings[voters] if self_ else embeddings[query]
-        _, idx = knn.search(embeddings[voters], q_emb, k=cfg.k, exclude_self=self_)
+        _, idx = knn.search(
+            embeddings[voters], q_emb, k=near.shape[1], exclude_self=self_, progress=progress
+        )
         target = voters if self_ else query
-        vote[target] = knn.vote(idx, labels[voters], n_classes, weights=weights)
         near[target] = np.where(idx >= 0, voters[np.maximum(idx, 0)], -1)
+    # Positions within `voters`, for the vote.
+    voter_pos = np.full(n, -1, dtype=np.int64)
+    voter_pos[voters] = np.arange(len(voters))
 
-    combined = cfg.weight * confidences + (1.0 - cfg.weight) * vote
-    flags = confident_flags(combined[rows], labels[rows], n_classes)
-    others = np.where(np.arange(n_classes)[None, :] == labels[rows, None], -np.inf, combined[rows])
+    suggested = np.full(n, -1, dtype=np.int64)
+    agreement = np.full(n, np.nan, dtype=np.float32)
+    suspicion = np.full(n, np.nan, dtype=np.float32)
+    width = min(n_classes, confidences.classes.shape[1] + cfg.k + 1)
+    cand_classes = np.zeros((len(rows), width), dtype=np.int32)
+    cand_scores = np.zeros((len(rows), width), dtype=np.float32)
+    own = np.zeros(len(rows), dtype=np.float32)
+    step = max(256, _CHUNK_VALUES // max(n_classes, 1))
+    for start in range(0, len(rows), step):
+        part = rows[start : start + step]
+        first = near[part, : cfg.k]
+        nb = np.where(first >= 0, voter_pos[np.maximum(first, 0)], -1)
+        vote = knn.vote(nb, labels[voters], n_classes, weights=weights)
+        combined = cfg.weight * confidences.dense(part) + (1.0 - cfg.weight) * vote
+        top = TopClasses.from_dense(combined, labels[part], width=width)
+        cand_classes[start : start + step] = top.classes
+        cand_scores[start : start + step] = top.scores
+        own[start : start + step] = top.given
+        agreement[part] = vote[np.arange(len(part)), labels[part]]
+
+    flags = sparse_flags(own, cand_classes, cand_scores, labels[rows], n_classes)
     # The class it is confidently of, where that is another class; else the best other.
+    other = cand_classes != labels[rows, None]
+    best_other = cand_classes[np.arange(len(rows)), other.argmax(axis=1)]
     confident = flags.confident_class
-    suggested = np.where(
-        (confident >= 0) & (confident != labels[rows]), confident, others.argmax(1)
+    suggested[rows] = np.where(
+        (confident >= 0) & (confident != labels[rows]), confident, best_other
     )
-    suspicion = 1.0 - combined[rows, labels[rows]]
+    suspicion[rows] = 1.0 - own
 
-    given_nb = _nearest_of_class(embeddings, labels, voters, rows, labels[rows], cfg.show)
-    sugg_nb = _nearest_of_class(embeddings, labels, voters, rows, suggested, cfg.show)
+    near_labels = np.where(near >= 0, labels[np.maximum(near, 0)], -1)
+    given_nb = np.full((n, cfg.show), -1, dtype=np.int64)
+    sugg_nb = np.full((n, cfg.show), -1, dtype=np.int64)
+    given_nb[rows] = _first_of_class(near[rows], near_labels[rows], labels[rows], cfg.show)
+    sugg_nb[rows] = _first_of_class(near[rows], near_labels[rows], suggested[rows], cfg.show)
 
-    names = np.asarray(classes, dtype=object)
-    table = pd.DataFrame(
-        {
-            "id": ids,
-            "label": names[labels],
-            "suggested_label": None,
-            "suspicion": np.nan,
-            "confidence": np.nan,
-            "neighbour_agreement": np.nan,
-            "neighbours": None,
-            "neighbours_suggested": None,
-            "is_suspect": False,
-            "rank": pd.array([pd.NA] * n, dtype="Int64"),
-            "neighbours_given": None,
-        }
-    ).astype({"suspicion": np.float32, "confidence": np.float32, "neighbour_agreement": np.float32})
-    table.loc[rows, "suggested_label"] = names[suggested]
-    table.loc[rows, "suspicion"] = suspicion.astype(np.float32)
-    table.loc[rows, "confidence"] = confidences[rows, labels[rows]].astype(np.float32)
-    table.loc[rows, "neighbour_agreement"] = vote[rows, labels[rows]]
-    table.loc[rows, "is_suspect"] = flags.flagged
-    id_arr = np.asarray(ids, dtype=object)
-    table["neighbours"] = pd.Series(
-        [[str(id_arr[j]) for j in near[i] if j >= 0] if usable[i] else None for i in range(n)],
-        dtype=object,
+    is_suspect = np.zeros(n, dtype=bool)
+    is_suspect[rows] = flags.flagged
+    rank = np.zeros(n, dtype=np.int64)
+    rank[rows[np.argsort(-suspicion[rows], kind="stable")]] = np.arange(1, len(rows) + 1)
+    confidence = np.full(n, np.nan, dtype=np.float32)
+    confidence[rows] = confidences.given[rows]
+    return Suspects(
+        suggested=suggested,
+        suspicion=suspicion,
+        confidence=confidence,
+        agreement=agreement,
+        neighbours=np.where(usable[:, None], near[:, : cfg.k], -1),
+        given_neighbours=given_nb,
+        suggested_neighbours=sugg_nb,
+        is_suspect=is_suspect,
+        rank=rank,
+        flags=flags,
+        usable=usable,
+        classes=classes,
+        config=cfg,
     )
-    for col, lists in (("neighbours_suggested", sugg_nb), ("neighbours_given", given_nb)):
-        column: list[list[str] | None] = [None] * n
-        for pos, i in enumerate(rows):
-            column[i] = [str(id_arr[j]) for j in lists[pos]]
-        table[col] = pd.Series(column, dtype=object)
-    order = rows[np.argsort(-suspicion, kind="stable")]
-    table.loc[order, "rank"] = np.arange(1, len(order) + 1)
-    return Suspects(table=table, flags=flags, usable=usable, classes=classes, config=cfg)

@@ -20,6 +20,7 @@ from typer.testing import CliRunner
 
 from noisyclean.artifacts import (
     CONF_FORMAT,
+    RUN_FORMAT,
     ArtifactError,
     dense_column,
     list_column,
@@ -46,31 +47,43 @@ def _rewrite_conf(
     return dst
 
 
-def _confidences(t: pa.Table, values: list[list[float] | None]) -> pa.Table:
-    col = pa.array(values, type=pa.list_(pa.float32()))
-    return t.set_column(t.schema.get_field_index("confidences"), "confidences", col)
+def _set_list(t: pa.Table, name: str, values: list, kind: pa.DataType) -> pa.Table:
+    return t.set_column(t.schema.get_field_index(name), name, pa.array(values, type=kind))
 
 
-def _short_list(t: pa.Table) -> pa.Table:
-    rows = t.column("confidences").to_pylist()
+def _edit_scores(edit: Callable[[list], None]) -> Callable[[pa.Table], pa.Table]:
+    def run(t: pa.Table) -> pa.Table:
+        rows = t.column("top_confidences").to_pylist()
+        edit(rows)
+        return _set_list(t, "top_confidences", rows, pa.list_(pa.float32()))
+
+    return run
+
+
+def _short_list(rows: list) -> None:
     rows[0] = rows[0][:-1]
-    return _confidences(t, rows)
 
 
-def _null_list(t: pa.Table) -> pa.Table:
-    rows = t.column("confidences").to_pylist()
+def _null_list(rows: list) -> None:
     rows[1] = None
-    return _confidences(t, rows)
 
 
-def _null_value(t: pa.Table) -> pa.Table:
-    rows = t.column("confidences").to_pylist()
+def _null_value(rows: list) -> None:
     rows[2] = [None, *rows[2][1:]]
-    return _confidences(t, rows)
 
 
-def _reorder(classes: list[str]) -> str:
-    return json.dumps(list(reversed(classes)))
+def _unknown_label(t: pa.Table) -> pa.Table:
+    rows = t.column("top_labels").to_pylist()
+    rows[0] = ["Zebra", *rows[0][1:]]
+    return _set_list(t, "top_labels", rows, pa.list_(pa.string()))
+
+
+def _contradicting_confidence(t: pa.Table) -> pa.Table:
+    given = t.column("confidence").to_pylist()
+    given[0] = 0.5 * given[0] + 0.25
+    return t.set_column(
+        t.schema.get_field_index("confidence"), "confidence", pa.array(given, pa.float32())
+    )
 
 
 CONF_DAMAGE: dict[str, tuple[dict, str]] = {
@@ -78,19 +91,22 @@ CONF_DAMAGE: dict[str, tuple[dict, str]] = {
         {"meta": {"classes": "[Bag, Coat"}},
         "metadata 'classes' is not valid JSON",
     ),
-    "an extra class": (
-        {"meta": {"classes": "EXTRA"}},
-        "column 'confidences', row 1: 10 values, expected 11",
-    ),
+    "an extra class": ({"meta": {"classes": "EXTRA"}}, "'Zebra', the label of no row"),
     "a class twice": ({"meta": {"classes": "TWICE"}}, "names a class twice"),
     "image_size abc": ({"meta": {"image_size": "abc"}}, "metadata 'image_size' is not valid JSON"),
     "image_size -5": ({"meta": {"image_size": "-5"}}, "'image_size' is -5, not a positive integer"),
     "no backbone": ({"meta": {"backbone": None}}, "metadata 'backbone' missing"),
-    "short list": ({"table": _short_list}, "row 1: 9 values, expected 10"),
-    "null list": ({"table": _null_list}, "row 2: null, expected 10"),
-    "null value": ({"table": _null_value}, "row 3: a null value"),
-    "reordered classes": ({"meta": {"classes": "REVERSED"}}, "disagrees with its 'confidence'"),
-    "older format": ({"meta": {"format_version": None}}, "conf.parquet format 0"),
+    "top_classes 0": ({"meta": {"top_classes": "0"}}, "'top_classes' is 0, not a positive"),
+    "short list": ({"table": _edit_scores(_short_list)}, "row 1: 9 values, expected 10"),
+    "null list": ({"table": _edit_scores(_null_list)}, "row 2: null, expected 10"),
+    "null value": ({"table": _edit_scores(_null_value)}, "row 3: a null value"),
+    "unknown top label": ({"table": _unknown_label}, "not among the metadata's classes"),
+    "contradicting confidence": (
+        {"table": _contradicting_confidence},
+        "top lists disagree with the 'confidence'",
+    ),
+    "older format": ({"meta": {"format_version": "1"}}, "conf.parquet format 1"),
+    "no format": ({"meta": {"format_version": None}}, "conf.parquet format 0"),
     "newer format": (
         {"meta": {"format_version": str(CONF_FORMAT + 1)}},
         f"format {CONF_FORMAT + 1} (written by",
@@ -110,8 +126,6 @@ def test_damaged_conf_is_one_line_naming_file_and_field(
         meta["classes"] = json.dumps([*classes, "Zebra"])
     elif meta.get("classes") == "TWICE":
         meta["classes"] = json.dumps([*classes[:-1], classes[0]])
-    elif meta.get("classes") == "REVERSED":
-        meta["classes"] = _reorder(classes)
     bad = _rewrite_conf(conf, tmp_path / "conf.parquet", meta=meta, table=spec.get("table"))
     with pytest.raises(ArtifactError) as err:
         read_conf(bad)
@@ -214,7 +228,7 @@ def test_run_readers_accept_a_good_run(trained_run: tuple[SmallSet, Path, Path])
             if text
             else int(pq.read_schema(path).metadata[b"format_version"])
         )
-        assert version == 1
+        assert version == RUN_FORMAT
 
 
 def test_list_column_round_trip_without_python_lists() -> None:

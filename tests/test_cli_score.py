@@ -31,7 +31,8 @@ COLUMNS = [
     "confidence",
     "pred_label",
     "pred_confidence",
-    "confidences",
+    "top_labels",
+    "top_confidences",
     "fold",
     "true_label",
 ]
@@ -45,6 +46,10 @@ METADATA_KEYS = {
     "folds",
     "seed",
     "blend",
+    "k",
+    "epochs",
+    "top_classes",
+    "format_version",
     "noisyclean_version",
 }
 
@@ -142,7 +147,8 @@ def test_conf_parquet_schema_with_pyarrow(scored: Scored) -> None:
         "confidence": pa.float32(),
         "pred_label": pa.string(),
         "pred_confidence": pa.float32(),
-        "confidences": pa.list_(pa.float32()),
+        "top_labels": pa.list_(pa.string()),
+        "top_confidences": pa.list_(pa.float32()),
         "fold": pa.int32(),
         "true_label": pa.string(),
     }
@@ -166,6 +172,8 @@ def test_conf_parquet_metadata(scored: Scored, small_set: SmallSet, feature_cach
     assert json.loads(meta["folds"]) == 5
     assert json.loads(meta["seed"]) == 0
     assert json.loads(meta["blend"]) == 0.5
+    assert json.loads(meta["top_classes"]) == 10  # every class: K = 10
+    assert json.loads(meta["format_version"]) == 2
     assert meta["noisyclean_version"] == __version__
 
 
@@ -176,19 +184,22 @@ def test_scores_of_usable_and_unusable_rows(scored: Scored) -> None:
     ok = df["status"] == "ok"
     bad = df[~ok]
     assert len(bad) == 2
-    for col in ("confidence", "pred_label", "pred_confidence", "confidences"):
+    for col in ("confidence", "pred_label", "pred_confidence", "top_labels", "top_confidences"):
         assert bad[col].isna().all(), col
     assert (bad["fold"] == -1).all()
 
     good = df[ok]
     assert good["confidence"].dtype == np.float32
-    conf = np.stack(good["confidences"].to_numpy())
-    assert conf.shape == (100, len(classes)) and conf.dtype == np.float32
-    assert ((conf >= 0) & (conf <= 1)).all()
-    given = np.array([classes.index(label) for label in good["label"]])
-    np.testing.assert_array_equal(good["confidence"], conf[np.arange(100), given])
-    np.testing.assert_array_equal(good["pred_confidence"], conf.max(axis=1))
-    assert (good["pred_label"] == [classes[i] for i in conf.argmax(axis=1)]).all()
+    # With 10 classes and --top-classes 10, every class is listed: dense C, best first.
+    names = np.stack(good["top_labels"].to_numpy())
+    scores = np.stack(good["top_confidences"].to_numpy())
+    assert names.shape == scores.shape == (100, len(classes)) and scores.dtype == np.float32
+    assert all(sorted(row) == classes for row in names)
+    assert ((scores >= 0) & (scores <= 1)).all() and (np.diff(scores, axis=1) <= 0).all()
+    at_label = names == good["label"].to_numpy()[:, None]
+    np.testing.assert_array_equal(good["confidence"], scores[at_label])
+    np.testing.assert_array_equal(good["pred_confidence"], scores[:, 0])
+    assert (good["pred_label"] == names[:, 0]).all()
     train = good["split"] == "train"
     assert set(good.loc[train, "fold"]) == set(range(5))
     assert (good.loc[~train, "fold"] == -1).all()

@@ -7,12 +7,14 @@ import dataclasses
 
 import numpy as np
 import pytest
+import torch
 
 from noisyclean import knn
 from noisyclean.confidence import (
     ConfidenceConfig,
-    Confidences,
-    _fit_predict,
+    TopClasses,
+    _fit,
+    _standardise,
     score_confidences,
     stratified_folds,
 )
@@ -35,14 +37,54 @@ def example(
     return feats.values, manifest.label_index, manifest.train_mask
 
 
+@dataclasses.dataclass(frozen=True)
+class Parts:
+    """Dense (N, K) confidences of one configuration: blended, MLP alone, vote alone."""
+
+    blended: np.ndarray
+    mlp: np.ndarray
+    knn: np.ndarray
+    fold: np.ndarray
+    small_classes: list[int]
+
+
+def _parts(
+    x: np.ndarray, y: np.ndarray, train: np.ndarray, cfg: ConfidenceConfig, k: int = K
+) -> Parts:
+    """The blend at cfg.blend and its two parts (blend 1 is the MLP alone, blend 0 the
+    vote alone; each part is deterministic for a seed), all classes kept."""
+    runs = [
+        score_confidences(x, y, train=train, n_classes=k, config=dataclasses.replace(cfg, blend=b))
+        for b in (cfg.blend, 1.0, 0.0)
+    ]
+    blended, mlp, vote = (r.top.dense() for r in runs)
+    return Parts(blended, mlp, vote, runs[0].fold, runs[0].small_classes)
+
+
 @pytest.fixture(scope="module")
-def scored(example: tuple[np.ndarray, np.ndarray, np.ndarray]) -> Confidences:
+def scored(example: tuple[np.ndarray, np.ndarray, np.ndarray]) -> Parts:
     x, y, train = example
-    return score_confidences(x, y, train=train, n_classes=K)
+    return _parts(x, y, train, ConfidenceConfig())
 
 
 def _given(c: np.ndarray, y: np.ndarray) -> np.ndarray:
     return c[np.arange(len(y)), y]
+
+
+def _fit_predict(
+    x: np.ndarray, y: np.ndarray, probe: np.ndarray, k: int, cfg: ConfidenceConfig, seed: int
+) -> np.ndarray:
+    """The module's MLP fitted on (x, y), standardised as the module does, scoring ``probe``."""
+    both = np.concatenate([x, probe]).astype(np.float32)
+    rows = np.arange(len(x))
+    _standardise(both, rows)
+    t = torch.from_numpy(both)
+    labels = torch.from_numpy(
+        np.concatenate([y, np.zeros(len(probe), dtype=y.dtype)]).astype(np.int64)
+    )
+    model = _fit(t, rows, labels, k, cfg, seed, lambda: None)
+    with torch.inference_mode():
+        return torch.sigmoid(model(t[len(x) :])).numpy()
 
 
 def test_shuffled_labels_stay_near_chance_out_of_fold_but_not_in_sample(
@@ -52,7 +94,7 @@ def test_shuffled_labels_stay_near_chance_out_of_fold_but_not_in_sample(
     shuffled = y.copy()
     shuffled[train] = np.random.default_rng(0).permutation(y[train])
     cfg = ConfidenceConfig()
-    conf = score_confidences(x, shuffled, train=train, n_classes=K, config=cfg)
+    conf = _parts(x, shuffled, train, cfg)
     out_of_fold = _given(conf.blended, shuffled)[train].mean()
     assert out_of_fold < 0.25, out_of_fold  # chance is 1/K = 0.1
     assert _given(conf.mlp, shuffled)[train].mean() < 0.25
@@ -69,7 +111,7 @@ def test_shuffled_labels_stay_near_chance_out_of_fold_but_not_in_sample(
 def test_noisy_labels_of_the_example_are_found(
     example: tuple[np.ndarray, np.ndarray, np.ndarray],
     example_features: tuple[Manifest, Features],
-    scored: Confidences,
+    scored: Parts,
 ) -> None:
     _, y, _ = example
     frame = example_features[0].frame
@@ -81,7 +123,7 @@ def test_noisy_labels_of_the_example_are_found(
 
 
 def test_output_shapes_ranges_and_blend(
-    example: tuple[np.ndarray, np.ndarray, np.ndarray], scored: Confidences
+    example: tuple[np.ndarray, np.ndarray, np.ndarray], scored: Parts
 ) -> None:
     x, _, _ = example
     for part in (scored.blended, scored.mlp, scored.knn):
@@ -94,8 +136,7 @@ def test_output_shapes_ranges_and_blend(
 @pytest.mark.parametrize("blend", [0.0, 1.0, 0.25])
 def test_blend_weight(example: tuple[np.ndarray, np.ndarray, np.ndarray], blend: float) -> None:
     x, y, train = example
-    cfg = dataclasses.replace(QUICK, blend=blend)
-    c = score_confidences(x, y, train=train, n_classes=K, config=cfg)
+    c = _parts(x, y, train, dataclasses.replace(QUICK, blend=blend))
     np.testing.assert_allclose(c.blended, blend * c.mlp + (1 - blend) * c.knn, atol=1e-6)
 
 
@@ -103,9 +144,9 @@ def test_same_seed_same_output_different_seed_different(
     example: tuple[np.ndarray, np.ndarray, np.ndarray],
 ) -> None:
     x, y, train = example
-    a = score_confidences(x, y, train=train, n_classes=K, config=QUICK)
-    b = score_confidences(x, y, train=train, n_classes=K, config=QUICK)
-    c = score_confidences(x, y, train=train, n_classes=K, config=dataclasses.replace(QUICK, seed=1))
+    a = _parts(x, y, train, QUICK)
+    b = _parts(x, y, train, QUICK)
+    c = _parts(x, y, train, dataclasses.replace(QUICK, seed=1))
     for field in ("blended", "mlp", "knn", "fold"):
         np.testing.assert_array_equal(getattr(a, field), getattr(b, field))
     assert not np.array_equal(a.fold, c.fold)
@@ -114,7 +155,7 @@ def test_same_seed_same_output_different_seed_different(
 
 
 def test_test_rows_get_fold_minus_one_and_confidences(
-    example: tuple[np.ndarray, np.ndarray, np.ndarray], scored: Confidences
+    example: tuple[np.ndarray, np.ndarray, np.ndarray], scored: Parts
 ) -> None:
     _, y, train = example
     assert (scored.fold[~train] == -1).all()
@@ -132,12 +173,13 @@ def test_labels_of_test_rows_are_never_read(
     x, y, train = example
     scrambled = y.copy()
     scrambled[~train] = (y[~train] + 3) % K
-    a = score_confidences(x, y, train=train, n_classes=K, config=QUICK)
-    b = score_confidences(x, scrambled, train=train, n_classes=K, config=QUICK)
-    np.testing.assert_array_equal(a.blended, b.blended)
+    a = score_confidences(x, y, train=train, n_classes=K, config=QUICK).top
+    b = score_confidences(x, scrambled, train=train, n_classes=K, config=QUICK).top
+    np.testing.assert_array_equal(a.classes, b.classes)
+    np.testing.assert_array_equal(a.scores, b.scores)
 
 
-def test_no_usable_row_gets_all_zero_mlp_scores(scored: Confidences) -> None:
+def test_no_usable_row_gets_all_zero_mlp_scores(scored: Parts) -> None:
     # At 64 px ~100 feature dimensions are zero in every train row; scaling them by their
     # training std once gave some rows logits near -1e4 and all-zero sigmoid outputs.
     assert (scored.mlp.max(axis=1) > 1e-3).all()
@@ -178,7 +220,7 @@ def test_a_class_with_fewer_train_rows_than_folds_is_reported(
     keep[np.flatnonzero(train & (y == rare))[:3]] = True
     xs, ys, ts = x[keep], y[keep], train[keep]
     assert (ys[ts] == rare).sum() == 3
-    c = score_confidences(xs, ys, train=ts, n_classes=K, config=QUICK)
+    c = _parts(xs, ys, ts, QUICK)
     assert c.small_classes == [rare]
     assert np.isfinite(c.blended).all()
     assert (c.fold[ts & (ys == rare)] >= 0).all()
@@ -191,7 +233,7 @@ def test_a_class_with_one_row_and_a_class_with_none(
     rows = np.flatnonzero(train)[:200]
     labels = y[rows] % 3
     labels[0] = 3  # one row of class 3; class 4 has no row at all
-    c = score_confidences(x[rows], labels, train=np.ones(200, bool), n_classes=5, config=QUICK)
+    c = _parts(x[rows], labels, np.ones(200, bool), QUICK, k=5)
     assert c.small_classes == [3]
     assert c.blended.shape == (200, 5) and np.isfinite(c.blended).all()
     assert (c.knn[:, 4] == 0).all()
@@ -221,3 +263,32 @@ def test_config_rejects_bad_values(bad: dict[str, float]) -> None:
 def test_config_is_frozen() -> None:
     with pytest.raises(dataclasses.FrozenInstanceError):
         ConfidenceConfig().folds = 3  # type: ignore[misc]
+
+
+def test_top_classes_keep_the_best_and_the_given_label(
+    example: tuple[np.ndarray, np.ndarray, np.ndarray], scored: Parts
+) -> None:
+    x, y, train = example
+    top = score_confidences(x, y, train=train, n_classes=K, top_classes=3).top
+    assert top.classes.shape == (len(y), 3)
+    dense = scored.blended
+    # The 3 best classes in order, their scores, and the given label's score exactly.
+    np.testing.assert_array_equal(np.take_along_axis(dense, top.classes, axis=1), top.scores)
+    np.testing.assert_array_equal(np.sort(dense, axis=1)[:, ::-1][:, :3], top.scores)
+    np.testing.assert_array_equal(_given(dense, y), top.given)
+    # Dense again: the top classes and the given label, 0 elsewhere.
+    again = top.dense()
+    kept = again > 0
+    np.testing.assert_array_equal(again[kept], dense[kept])
+
+
+def test_top_classes_from_dense_breaks_ties_by_class_index() -> None:
+    scores = np.array([[0.2, 0.5, 0.5, 0.1], [0.3, 0.3, 0.3, 0.3]], dtype=np.float32)
+    for width in (2, 4):
+        top = TopClasses.from_dense(scores, np.array([3, 0]), width=width)
+        assert top.classes[:, :2].tolist() == [[1, 2], [0, 1]]
+        assert top.given.tolist() == pytest.approx([0.1, 0.3])
+    rel = TopClasses.from_dense(scores, np.array([3, 0]), width=2).relative()
+    assert rel.scores[:, 0].tolist() == [1.0, 1.0] and rel.given.tolist() == pytest.approx(
+        [0.2, 1.0]
+    )

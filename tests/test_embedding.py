@@ -11,23 +11,23 @@ import torch
 from conftest import SmallSet
 
 from noisyclean.artifacts import read_model, read_run_config
+from noisyclean.confidence import TopClasses
 from noisyclean.configs import TrainConfig
 from noisyclean.embedding import (
     EmbeddingHead,
     embed,
     head_from_tensors,
-    relative_confidences,
     train_head,
 )
 from noisyclean.errors import NoisyCleanError
 
 
-def _data(seed: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def _data(seed: int = 0) -> tuple[np.ndarray, np.ndarray, TopClasses]:
     rng = np.random.default_rng(seed)
     centres = rng.normal(size=(4, 32))
     labels = rng.integers(0, 4, 400)
     x = (centres[labels] + 0.8 * rng.normal(size=(400, 32))).astype(np.float32)
-    return x, labels, np.eye(4, dtype=np.float32)[labels]
+    return x, labels, TopClasses.from_dense(np.eye(4, dtype=np.float32)[labels], labels, width=4)
 
 
 @pytest.mark.parametrize("loss", ["smooth-proxy-anchor", "proxy-anchor", "multi-similarity"])
@@ -35,9 +35,7 @@ def test_training_lowers_the_loss_and_separates_classes(loss: str) -> None:
     x, y, c = _data()
     losses: list[float] = []
     cfg = TrainConfig(loss=loss, embedding_dim=16, epochs=8, batch_size=64, device="cpu")
-    head, _ = train_head(
-        x, y, c, n_classes=4, config=cfg, progress=lambda d, t, v: losses.append(v)
-    )
+    head, _ = train_head(x, c, config=cfg, progress=lambda d, t, v: losses.append(v))
     assert len(losses) == 8 and losses[-1] < losses[0]
     e = embed(head, x)
     assert e.shape == (400, 16)
@@ -48,16 +46,27 @@ def test_training_lowers_the_loss_and_separates_classes(loss: str) -> None:
 
 
 def test_same_seed_same_head() -> None:
-    x, y, c = _data()
+    x, _, c = _data()
     cfg = TrainConfig(embedding_dim=8, epochs=2, batch_size=64, device="cpu", seed=3)
-    a, _ = train_head(x, y, c, n_classes=4, config=cfg)
-    b, _ = train_head(x, y, c, n_classes=4, config=cfg)
+    a, _ = train_head(x, c, config=cfg)
+    b, _ = train_head(x, c, config=cfg)
     torch.testing.assert_close(a.linear.weight, b.linear.weight)
+
+
+def test_training_on_rows_equals_training_on_their_copy() -> None:
+    x, y, c = _data()
+    rows = np.flatnonzero(y != 2)[::2]
+    cfg = TrainConfig(embedding_dim=8, epochs=2, batch_size=64, device="cpu", seed=1)
+    a, _ = train_head(x, c, rows=rows, config=cfg)
+    b, _ = train_head(x[rows], c.take(rows), config=cfg)
+    torch.testing.assert_close(a.linear.weight, b.linear.weight, rtol=0, atol=0)
+    np.testing.assert_array_equal(embed(a, x, rows=rows), embed(b, x[rows]))
 
 
 def test_relative_confidences() -> None:
     c = np.array([[0.5, 0.25, 0.0], [0.0, 0.0, 0.0]], dtype=np.float32)
-    np.testing.assert_allclose(relative_confidences(c), [[1.0, 0.5, 0.0], [0.0, 0.0, 0.0]])
+    rel = TopClasses.from_dense(c, np.array([1, 2]), width=3).relative()
+    np.testing.assert_allclose(rel.dense(), [[1.0, 0.5, 0.0], [0.0, 0.0, 0.0]])
 
 
 @pytest.mark.parametrize(

@@ -41,13 +41,14 @@ def test_score_manifest_keeps_unusable_rows(
     assert result.reasons.keys() == {7}
     bad = t["status"] != "ok"
     assert t.loc[bad, "confidence"].isna().all() and t.loc[bad, "pred_label"].isna().all()
-    assert t.loc[bad, "confidences"].isna().all() and (t.loc[bad, "fold"] == -1).all()
+    assert t.loc[bad, "top_confidences"].isna().all() and (t.loc[bad, "fold"] == -1).all()
     assert t.loc[~bad, "confidence"].notna().all()
     assert result.computed == 1  # the broken file; every other image came from the cache
     assert len(result.flag_rows) == int(((t["status"] == "ok") & (t["split"] == "train")).sum())
     assert result.auroc is not None and 0 <= result.auroc <= 1
     back = read_conf(tmp_path / "conf.parquet")
-    assert np.array_equal(back.confidences, result.conf.confidences)
+    assert np.array_equal(back.top_scores, result.conf.top_scores)
+    assert np.array_equal(back.top_classes, result.conf.top_classes)
 
 
 @pytest.mark.parametrize("usable", [0, 1, 2])

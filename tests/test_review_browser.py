@@ -397,24 +397,34 @@ def test_hostile_data_runs_nothing(browser: Any, run: Path, tmp_path: Path) -> N
         o.startswith("</script>") for o in options
     )
 
-    # Relabel to the label that CSV must quote, by key, and export it.
-    target = classes.index('a,"b" & <c>')
-    assert target <= 9 and classes[target] != first["label"]
+    # Relabel the hostile id by key to a hostile class (the one CSV must quote, unless
+    # that is its label), and another card by the picker to the one CSV must quote.
+    quoted = 'a,"b" & <c>'
+    target = quoted if first["label"] != quoted else HOSTILE_LABELS[0]
+    index = classes.index(target)
+    assert index <= 9 and target != first["label"]
     c.locator(".info").click()
-    page.keyboard.press("0" if target == 9 else str(target + 1))
-    assert c.locator(".verdict").inner_text() == f"relabel → {classes[target]}"
+    page.keyboard.press("0" if index == 9 else str(index + 1))
+    assert c.locator(".verdict").inner_text() == f"relabel → {target}"
+    other = next(x for x in data["cards"][1:] if x["label"] != quoted)
+    card(page, other["id"]).locator("button[data-act='pick']").click()
+    # The picker lists the hostile names as text, the match marked by text nodes only.
+    page.keyboard.type("<")
+    assert set(picker_names(page)) == {n for n in classes if "<" in n}
+    assert page.locator("#picker img, #picker script").count() == 0
+    page.keyboard.type("c>")
+    assert picker_names(page) == [quoted]
+    page.keyboard.press("Enter")
+    assert card(page, other["id"]).locator(".verdict").inner_text() == f"relabel → {quoted}"
     with page.expect_download() as download:
         page.click("#export")
     download.value.save_as(tmp_path / "decisions.csv")
     with (tmp_path / "decisions.csv").open(newline="") as fh:
         rows = list(csv.DictReader(fh))
-    assert rows == [{"id": HOSTILE_ID, "decision": "relabel", "new_label": classes[target]}]
-
-    # The picker lists the hostile names as text, the match marked by text nodes only.
-    c.locator("button[data-act='pick']").click()
-    page.keyboard.type("<")
-    assert set(picker_names(page)) == {n for n in classes if "<" in n}
-    assert page.locator("#picker img, #picker script").count() == 0
+    assert rows == [
+        {"id": HOSTILE_ID, "decision": "relabel", "new_label": target},
+        {"id": other["id"], "decision": "relabel", "new_label": quoted},
+    ]
 
     page.mouse.move(100, 300)
     page.wait_for_timeout(300)  # time for any injected onerror/onload to fire

@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
+import pandas as pd
+import pyarrow as pa
 import pytest
 
-from noisyclean.suspects import SuspectConfig, find_suspects
+from noisyclean.confidence import TopClasses
+from noisyclean.suspects import SuspectConfig, Suspects, find_suspects
 
 K = 3
 CLASSES = ["a", "b", "c"]
@@ -30,19 +35,27 @@ def _setup(flip: list[int]) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndar
 
 
 def _run(emb, labels, conf, **kw):  # type: ignore[no-untyped-def]
+    """find_suspects on dense confidences, every class kept; returns suspects.parquet's
+    columns as pandas (ids r0, r1, …)."""
     n = len(labels)
     usable = kw.pop("usable", np.ones(n, dtype=bool))
     train = kw.pop("train", usable.copy())
-    return find_suspects(
+    found = find_suspects(
         emb,
-        labels,
-        conf,
-        ids=np.array([f"r{i}" for i in range(n)], dtype=object),
+        TopClasses.from_dense(conf, labels, width=K),
         usable=usable,
         train=train,
         classes=CLASSES,
         **kw,
     )
+    ids = pa.array([f"r{i}" for i in range(n)])
+    return Found(found, found.table(ids, labels).to_pandas())
+
+
+@dataclass(frozen=True)
+class Found:
+    suspects: Suspects
+    table: pd.DataFrame
 
 
 def test_flipped_rows_rank_first_with_their_true_class_suggested() -> None:
@@ -62,7 +75,7 @@ def test_flipped_rows_rank_first_with_their_true_class_suggested() -> None:
 
 def test_neighbour_lists() -> None:
     emb, _, labels, conf = _setup([3])
-    found = _run(emb, labels, conf, config=SuspectConfig(k=7, show=4))
+    found = _run(emb, labels, conf, config=SuspectConfig(k=7, show=4, pool=89))
     t = found.table
     label_of = dict(zip(t["id"], t["label"], strict=True))
     for _, r in t.iterrows():
@@ -96,6 +109,7 @@ def test_rows_that_are_not_usable_keep_their_place_with_null_scores() -> None:
     assert len(t) == len(labels)
     assert list(t["id"]) == [f"r{i}" for i in range(len(labels))]
     assert t.loc[[5, 50], "rank"].isna().all()
+    assert t.loc[[5, 50], "neighbours"].isna().all()
     assert t.loc[[5, 50], "suspicion"].isna().all()
     assert not t.loc[[5, 50], "is_suspect"].any()
     ranks = t["rank"].dropna().astype(int)
@@ -121,7 +135,9 @@ def test_rank_follows_suspicion() -> None:
     assert t["suspicion"].is_monotonic_decreasing
 
 
-@pytest.mark.parametrize("bad", [{"k": 0}, {"show": 0}, {"weight": 1.5}, {"weight": -0.1}])
+@pytest.mark.parametrize(
+    "bad", [{"k": 0}, {"show": 0}, {"weight": 1.5}, {"weight": -0.1}, {"k": 20, "pool": 10}]
+)
 def test_config_rejects_bad_values(bad: dict[str, float]) -> None:
     with pytest.raises(ValueError):
         SuspectConfig(**bad)  # type: ignore[arg-type]

@@ -19,7 +19,7 @@ import numpy as np
 
 from noisyclean import knn
 from noisyclean.bench.report import RECALL_KS
-from noisyclean.confidence import ConfidenceConfig, score_confidences
+from noisyclean.confidence import ConfidenceConfig, TopClasses, score_confidences
 from noisyclean.embedding import TrainConfig, embed, train_head
 from noisyclean.flagging import confident_flags
 from noisyclean.metrics import auroc, average_precision, precision_at_n, recall_at_k
@@ -124,10 +124,11 @@ def phase1(ws: Workspace, job: Job) -> dict[str, Any]:
     y = ws.noisy(job.tag)
     cfg = ConfidenceConfig(**{**job.confidence, "seed": job.seed})
     conf = score_confidences(_x(ws), y, train=ws.train, n_classes=ws.n_classes, config=cfg)
-    np.save(ws.folder / f"conf-{job.tag}.npy", conf.blended)
+    blended = conf.top.dense()  # every class: the bench's K is small
+    np.save(ws.folder / f"conf-{job.tag}.npy", blended)
     tr = ws.train
-    own = conf.blended[tr][np.arange(int(tr.sum())), y[tr]]
-    flags = confident_flags(conf.blended[tr], y[tr], ws.n_classes)
+    own = blended[tr][np.arange(int(tr.sum())), y[tr]]
+    flags = confident_flags(blended[tr], y[tr], ws.n_classes)
     wrong = (y != ws.true)[tr]
     return {
         "detection": detection(ws, job, "noisyclean-confidence", 1.0 - own, flags.flagged, wrong)
@@ -171,15 +172,17 @@ def cleanlab_oof(ws: Workspace, job: Job) -> dict[str, Any]:
     return {"detection": detection(ws, job, "cleanlab", 1.0 - quality, flagged, wrong)}
 
 
-def _train_loss(ws: Workspace, job: Job, loss: str, labels: np.ndarray) -> tuple[Any, np.ndarray]:
-    tr = ws.train
-    conf = (
+def _train_loss(
+    ws: Workspace, job: Job, loss: str, labels: np.ndarray
+) -> tuple[TopClasses, np.ndarray]:
+    dense = (
         np.load(ws.folder / f"conf-{job.tag}.npy")
         if loss == "smooth-proxy-anchor"
         else np.eye(ws.n_classes, dtype=np.float32)[labels]
     )
+    conf = TopClasses.from_dense(dense, labels, width=ws.n_classes)
     cfg = TrainConfig(**{**job.train, "loss": loss, "seed": job.seed})
-    head, _ = train_head(_x(ws)[tr], labels[tr], conf[tr], n_classes=ws.n_classes, config=cfg)
+    head, _ = train_head(_x(ws), conf, rows=np.flatnonzero(ws.train), config=cfg)
     return conf, embed(head, _x(ws))
 
 
@@ -189,24 +192,21 @@ def smooth_proxy_anchor(ws: Workspace, job: Job) -> dict[str, Any]:
     conf, emb = _train_loss(ws, job, "smooth-proxy-anchor", y)
     found = find_suspects(
         emb,
-        y,
         conf,
-        ids=np.arange(len(y)).astype(str),
         usable=np.ones(len(y), dtype=bool),
         train=ws.train,
         classes=[str(c) for c in range(ws.n_classes)],
         config=SuspectConfig(**job.suspects),
     )
     tr = ws.train
-    t = found.table
     return {
         "retrieval": retrieval(ws, emb),
         "detection": detection(
             ws,
             job,
             "noisyclean-suspicion",
-            t["suspicion"].to_numpy()[tr],
-            t["is_suspect"].to_numpy()[tr],
+            found.suspicion[tr],
+            found.is_suspect[tr],
             (y != ws.true)[tr],
         ),
     }
