@@ -15,7 +15,7 @@ import typer
 from noisyclean import __version__
 from noisyclean.configs import DEFAULT_BACKBONE, DEFAULT_TOP_CLASSES, LOSSES, OFFLINE_BACKBONE
 from noisyclean.errors import NoisyCleanError
-from noisyclean.reporting import error, out, progress_bars, staged
+from noisyclean.reporting import console, error, out, progress_bars, staged
 
 app = typer.Typer(
     help=(
@@ -136,11 +136,16 @@ def score(
         ),
     ] = 0.5,
     epochs: Annotated[
-        int,
+        int | None,
         typer.Option(
-            help="MLP epochs per fold; few on purpose: longer fits memorise the noise.", min=1
+            help=(
+                "MLP epochs per fold; few on purpose: longer fits memorise the noise "
+                "[default: 5; above 100,000 train rows fewer, as many steps in all]."
+            ),
+            min=1,
+            show_default=False,
         ),
-    ] = 5,
+    ] = None,
     top_classes: Annotated[
         int,
         typer.Option(
@@ -197,7 +202,8 @@ def score(
                 fit_progress=track("MLP epochs", "epoch"),
                 search_progress=staged(track, "neighbours"),
             )
-        write_conf(output, result.conf)
+        with console.status(f"writing {output}"):
+            write_conf(output, result.conf)
         score_summary(result, output, time.perf_counter() - started)
 
 
@@ -227,7 +233,17 @@ def train(
         ),
     ] = "smooth-proxy-anchor",
     embedding_dim: Annotated[int, typer.Option(help="Embedding dimension.", min=1)] = 128,
-    epochs: Annotated[int, typer.Option(help="Passes over the train rows.", min=1)] = 20,
+    epochs: Annotated[
+        int | None,
+        typer.Option(
+            help=(
+                "Passes over the train rows [default: 20; above 100,000 train rows fewer, "
+                "as many steps in all]."
+            ),
+            min=1,
+            show_default=False,
+        ),
+    ] = None,
     batch_size: Annotated[int, typer.Option(help="Rows per step.", min=2)] = 256,
     lr: Annotated[float, typer.Option(help="Head learning rate; proxies get x100.")] = 3e-4,
     alpha: Annotated[float, typer.Option(help="Proxy-Anchor scale α.")] = 32.0,
@@ -304,6 +320,7 @@ def train(
                 feature_progress=track("features", "img"),
                 epoch_progress=lambda done, total, _loss: epoch_bar(done, total),
                 search_progress=staged(track, "neighbours"),
+                write_progress=track("writing the run", "file"),
             )
         train_summary(result, top, time.perf_counter() - started)
 

@@ -128,12 +128,14 @@ class Confidences:
         small_classes: classes with fewer train rows than folds; some of their rows
             are scored by a model that saw no other row of their class.
         neighbours: how the k-NN search ran (exact or approximate, its recall).
+        epochs: the MLP epochs per fit used.
     """
 
     top: TopClasses
     fold: np.ndarray
     small_classes: list[int]
     neighbours: knn.SearchInfo | None = None
+    epochs: int = 0
 
 
 def stratified_folds(labels: np.ndarray, folds: int, *, seed: int) -> np.ndarray:
@@ -205,7 +207,7 @@ def _fit(
     loss_fn = nn.BCEWithLogitsLoss()
     fit_rows = torch.from_numpy(np.asarray(rows, dtype=np.int64))
     model.train()
-    for _ in range(config.epochs):
+    for _ in range(config.epochs or 1):
         order = fit_rows[torch.randperm(len(fit_rows), generator=gen)]
         for start in range(0, len(order), config.batch_size):
             batch = order[start : start + config.batch_size]
@@ -248,7 +250,7 @@ def score_confidences(
     Returns:
         Confidences of all N rows; a train row's come from models that never saw its label.
     """
-    cfg = config or ConfidenceConfig()
+    cfg = (config or ConfidenceConfig()).resolved(int(np.count_nonzero(train)))
     labels = np.array(labels, dtype=np.int64)  # a writable copy: torch shares it
     x = _unit_rows(features) if in_place else knn.normalize(features)
     n = len(x)
@@ -290,7 +292,7 @@ def score_confidences(
         nonlocal epochs_done
         epochs_done += 1
         if progress:
-            progress(epochs_done, fits * cfg.epochs)
+            progress(epochs_done, fits * (cfg.epochs or 1))
 
     def score(model: nn.Module, rows: np.ndarray) -> None:
         step = max(256, _BATCH_VALUES // max(n_classes, 1))
@@ -314,4 +316,6 @@ def score_confidences(
     if len(test_idx):
         model = _fit(xt, train_idx, yt, n_classes, cfg, cfg.seed * 1000 + cfg.folds, on_epoch)
         score(model, test_idx)
-    return Confidences(top=out, fold=fold, small_classes=small, neighbours=info)
+    return Confidences(
+        top=out, fold=fold, small_classes=small, neighbours=info, epochs=cfg.epochs or 1
+    )

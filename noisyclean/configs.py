@@ -5,7 +5,8 @@ Torch-free, so that the CLI can show its options and defaults without importing 
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import math
+from dataclasses import dataclass, replace
 
 #: The default feature backbone (needs the network once to fetch its weights).
 DEFAULT_BACKBONE = "open_clip:ViT-B-32/laion2b_s34b_b79k"
@@ -15,6 +16,19 @@ DEVICES = ("auto", "cpu", "cuda")
 #: Classes kept per row in conf.parquet by default: every class up to 10, above the 10
 #: best (a class outside a row's top counts as 0; docs/design.md bounds what that changes).
 DEFAULT_TOP_CLASSES = 10
+#: Up to this many train rows the epoch defaults hold; above, they shrink in proportion,
+#: so that a fit makes about as many optimiser steps as at this size (a million rows
+#: then train in minutes, not hours). An explicit --epochs always wins.
+EPOCH_SCALE_ROWS = 100_000
+
+
+def scaled_epochs(default: int, n_rows: int, *, minimum: int) -> int:
+    """``default`` epochs up to ``EPOCH_SCALE_ROWS`` rows; above, as many steps in total."""
+    if n_rows <= EPOCH_SCALE_ROWS:
+        return default
+    return max(minimum, math.ceil(default * EPOCH_SCALE_ROWS / n_rows))
+
+
 #: The method's loss and the baselines that run through the same pipeline.
 LOSSES = ("smooth-proxy-anchor", "proxy-anchor", "multi-similarity")
 
@@ -28,7 +42,8 @@ class ConfidenceConfig:
         k: neighbours in the k-NN vote.
         blend: weight of the MLP in C; the k-NN vote gets ``1 - blend``.
         hidden: width of the MLP's hidden layer.
-        epochs: passes over each fold's training rows.
+        epochs: passes over each fold's training rows; None: 5, scaled down above
+            ``EPOCH_SCALE_ROWS`` train rows (``resolved``).
         batch_size: rows per MLP step.
         lr: AdamW learning rate.
         weight_decay: AdamW weight decay.
@@ -40,7 +55,7 @@ class ConfidenceConfig:
     k: int = 10
     blend: float = 0.5
     hidden: int = 256
-    epochs: int = 5
+    epochs: int | None = None
     batch_size: int = 256
     lr: float = 1e-3
     weight_decay: float = 1e-4
@@ -54,8 +69,13 @@ class ConfidenceConfig:
             raise ValueError(f"k must be at least 1, got {self.k}")
         if not 0.0 <= self.blend <= 1.0:
             raise ValueError(f"blend must be in [0, 1], got {self.blend}")
-        if self.epochs < 1 or self.batch_size < 1 or self.hidden < 1:
+        if (self.epochs is not None and self.epochs < 1) or self.batch_size < 1 or self.hidden < 1:
             raise ValueError("epochs, batch_size and hidden must be positive")
+
+    def resolved(self, n_train: int) -> ConfidenceConfig:
+        """These options with ``epochs`` fixed for ``n_train`` train rows."""
+        epochs = self.epochs or scaled_epochs(5, n_train, minimum=1)
+        return replace(self, epochs=epochs)
 
 
 @dataclass(frozen=True)
@@ -65,7 +85,8 @@ class TrainConfig:
     Attributes:
         loss: ``smooth-proxy-anchor``, ``proxy-anchor`` or ``multi-similarity``.
         embedding_dim: output dimension of the head.
-        epochs: passes over the train rows.
+        epochs: passes over the train rows; None: 20, scaled down above
+            ``EPOCH_SCALE_ROWS`` train rows (``resolved``).
         batch_size: rows per step.
         lr: AdamW learning rate of the head; proxies get ``lr * proxy_lr_mult``.
         proxy_lr_mult: proxies' learning-rate multiplier.
@@ -84,7 +105,7 @@ class TrainConfig:
 
     loss: str = "smooth-proxy-anchor"
     embedding_dim: int = 128
-    epochs: int = 20
+    epochs: int | None = None
     batch_size: int = 256
     lr: float = 3e-4
     proxy_lr_mult: float = 100.0
@@ -101,8 +122,16 @@ class TrainConfig:
     def __post_init__(self) -> None:
         if self.loss not in LOSSES:
             raise ValueError(f"loss must be one of {', '.join(LOSSES)}, not '{self.loss}'")
-        if self.embedding_dim < 1 or self.epochs < 1 or self.batch_size < 2:
+        if (
+            self.embedding_dim < 1
+            or (self.epochs is not None and self.epochs < 1)
+            or self.batch_size < 2
+        ):
             raise ValueError("embedding_dim and epochs must be >= 1, batch_size >= 2")
+
+    def resolved(self, n_train: int) -> TrainConfig:
+        """These options with ``epochs`` fixed for ``n_train`` train rows."""
+        return replace(self, epochs=self.epochs or scaled_epochs(20, n_train, minimum=2))
 
 
 @dataclass(frozen=True)

@@ -62,6 +62,9 @@ def train_head(
     Returns:
         The trained head and the loss module (which holds the proxies, if any).
     """
+    train = np.arange(len(features)) if rows is None else np.asarray(rows)
+    config = config.resolved(len(train))
+    epochs = config.epochs or 1
     device = resolve_device(config.device)
     torch.manual_seed(config.seed)
     gen = torch.Generator().manual_seed(config.seed)
@@ -82,10 +85,9 @@ def train_head(
     if isinstance(proxies, nn.Parameter):
         groups.append({"params": [proxies], "lr": config.lr * config.proxy_lr_mult})
     opt = torch.optim.AdamW(groups, weight_decay=config.weight_decay)
-    train = np.arange(len(features)) if rows is None else np.asarray(rows)
     conf = confidences.relative() if config.renormalize else confidences
     head.train()
-    for epoch in range(config.epochs):
+    for epoch in range(epochs):
         order = train[torch.randperm(len(train), generator=gen).numpy()]
         total, steps = 0.0, 0
         for start in range(0, len(order), config.batch_size):
@@ -101,7 +103,7 @@ def train_head(
             opt.step()
             total, steps = total + float(loss.detach()), steps + 1
         if progress:
-            progress(epoch + 1, config.epochs, total / max(steps, 1))
+            progress(epoch + 1, epochs, total / max(steps, 1))
     head.eval()
     return head, loss_fn
 

@@ -27,7 +27,7 @@ from noisyclean.errors import NoisyCleanError
 from noisyclean.features import Features
 from noisyclean.manifest import STATUSES, Manifest
 
-#: Called after each row group read with (rows read, rows in the file).
+#: Called with (rows done, rows) once the file is read and checked.
 Progress = Callable[[int, int], None]
 
 #: What conf.parquet and the run record as the backbone of a run on a features file.
@@ -86,7 +86,7 @@ class FeatureFile:
                 Parquet, no ``id``/``embedding`` column, an embedding of another type or
                 width, a NaN, a duplicate id, an unknown status.
         """
-        table = self._read(progress)
+        table = self._read()
         where = self.path.name
         ids = table.column("id").cast(pa.string()).combine_chunks()
         if ids.null_count:
@@ -121,11 +121,13 @@ class FeatureFile:
         for start in range(0, len(rows), 65_536):
             part = rows[start : start + 65_536]
             out[part] = values[position[at[part]]]
+        if progress:  # once checked: a bad file prints its one line and nothing else
+            progress(len(manifest), len(manifest))
         return Features(
             values=out, status=out_status.astype(str), computed=0, image_size=0, reasons={}
         )
 
-    def _read(self, progress: Progress | None) -> pa.Table:
+    def _read(self) -> pa.Table:
         try:
             pf = pq.ParquetFile(self.path)
         except (pa.ArrowException, OSError) as err:
@@ -138,17 +140,7 @@ class FeatureFile:
                     f"{self.path}: no '{col}' column (columns found: {', '.join(names)})"
                 )
         columns = ["id", "embedding"] + (["status"] if "status" in names else [])
-        total = pf.metadata.num_rows
-        parts, done = [], 0
-        for i in range(pf.num_row_groups):
-            part = pf.read_row_group(i, columns=columns)
-            parts.append(part)
-            done += part.num_rows
-            if progress:
-                progress(done, total)
-        if not parts:
-            return pf.schema_arrow.empty_table().select(columns)
-        return pa.concat_tables(parts)
+        return pf.read(columns=columns)
 
 
 def _embeddings(column: pa.ChunkedArray, where: str) -> tuple[np.ndarray, np.ndarray]:

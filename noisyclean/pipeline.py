@@ -173,7 +173,7 @@ def score_manifest(
         seed=cfg.seed,
         blend=cfg.blend,
         k=cfg.k,
-        epochs=cfg.epochs,
+        epochs=conf.epochs,
         top_classes=width,
         features_file=str(file.path) if file else "",
         features_stamp=file.stamp if file else "",
@@ -264,6 +264,7 @@ def train_run(
     feature_progress: FeatureProgress | None = None,
     epoch_progress: EpochProgress | None = None,
     search_progress: SearchProgress | None = None,
+    write_progress: FitProgress | None = None,
 ) -> TrainResult:
     """Phase 2 end to end: read conf.parquet, train the head, embed every usable row,
     find suspects, and write the run directory (each file atomically).
@@ -291,6 +292,7 @@ def train_run(
     ok, train, labels = m.ok_mask, m.train_mask, m.label_index
     if not train.any():
         raise NoisyCleanError(f"{conf_path}: no usable train rows to train on")
+    config = config.resolved(int(train.sum()))
     top = TopClasses(
         labels=labels,
         given=np.nan_to_num(conf.frame["confidence"].to_numpy(np.float32, na_value=0.0)),
@@ -339,7 +341,11 @@ def train_run(
         epoch_losses=losses,
         features_file=meta.features_file,
     )
+    if write_progress:
+        write_progress(0, 1)
     write_run(out_dir, run, tensors=model_tensors(head, loss_fn), embeddings=emb, suspects=table)
+    if write_progress:
+        write_progress(1, 1)
     return TrainResult(
         run_dir=out_dir,
         run_id=run.run_id,
