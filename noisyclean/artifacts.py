@@ -648,6 +648,7 @@ class RunConfig:
         suspects: every suspect-finder option.
         epoch_losses: the mean loss of each epoch.
         features_file: the features file the run was trained on, else "" (a backbone).
+        neighbours: how the learned-space k-NN search ran (method, nlist, nprobe, recall).
     """
 
     run_id: str
@@ -664,6 +665,7 @@ class RunConfig:
     suspects: dict[str, Any]
     epoch_losses: list[float]
     features_file: str = ""
+    neighbours: dict[str, Any] = field(default_factory=dict)
 
     @property
     def parquet_meta(self) -> dict[str, Any]:
@@ -775,6 +777,9 @@ def read_run_config(run_dir: Path) -> RunConfig:
         suspects=get("suspects", dict),
         epoch_losses=get("epoch_losses", list),
         features_file=raw.get("features_file", "") or "",
+        neighbours=dict(raw.get("neighbours") or {})
+        if isinstance(raw.get("neighbours"), dict)
+        else {},
     )
     if not isinstance(config.features_file, str):
         raise ArtifactError(f"{path}: 'features_file' is not a string")

@@ -340,6 +340,7 @@ def train_run(
         suspects=asdict(found.config),
         epoch_losses=losses,
         features_file=meta.features_file,
+        neighbours=asdict(found.search) if found.search else {},
     )
     if write_progress:
         write_progress(0, 1)

@@ -46,6 +46,7 @@ class Suspects:
         usable: (N,) bool, the rows ``flags`` describes.
         classes: class names.
         config: the options used.
+        search: how the learned-space search ran (the voters' self-search).
     """
 
     suggested: np.ndarray
@@ -61,6 +62,7 @@ class Suspects:
     usable: np.ndarray
     classes: list[str]
     config: SuspectConfig
+    search: knn.SearchInfo | None = None
 
     def table(self, ids: pa.Array, labels: np.ndarray) -> pa.Table:
         """suspects.parquet's columns but ``path`` and ``status``, built from the arrays
@@ -153,14 +155,16 @@ def find_suspects(
     pool = min(cfg.pool, max(len(voters) - 1, 1))
     near = np.full((n, max(pool, cfg.k)), -1, dtype=np.int64)
     is_voter = np.isin(rows, voters)
+    info: knn.SearchInfo | None = None
     for query, self_ in ((rows[is_voter], True), (rows[~is_voter], False)):
         if len(query) == 0:
             continue
         # A voter never votes on itself; voters are searched in their own order then.
         q_emb = embeddings[voters] if self_ else embeddings[query]
-        _, idx = knn.search(
+        _, idx, found = knn.search_with_info(
             embeddings[voters], q_emb, k=near.shape[1], exclude_self=self_, progress=progress
         )
+        info = info or found
         target = voters if self_ else query
         near[target] = np.where(idx >= 0, voters[np.maximum(idx, 0)], -1)
     # Positions within `voters`, for the vote.
@@ -223,4 +227,5 @@ def find_suspects(
         usable=usable,
         classes=classes,
         config=cfg,
+        search=info,
     )
