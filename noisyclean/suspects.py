@@ -201,11 +201,14 @@ def find_suspects(
     )
     suspicion[rows] = 1.0 - own
 
-    near_labels = np.where(near >= 0, labels[np.maximum(near, 0)], -1)
     given_nb = np.full((n, cfg.show), -1, dtype=np.int64)
     sugg_nb = np.full((n, cfg.show), -1, dtype=np.int64)
-    given_nb[rows] = _first_of_class(near[rows], near_labels[rows], labels[rows], cfg.show)
-    sugg_nb[rows] = _first_of_class(near[rows], near_labels[rows], suggested[rows], cfg.show)
+    for start in range(0, len(rows), 65_536):
+        part = rows[start : start + 65_536]
+        pool_rows = near[part]
+        pool_labels = np.where(pool_rows >= 0, labels[np.maximum(pool_rows, 0)], -1)
+        given_nb[part] = _first_of_class(pool_rows, pool_labels, labels[part], cfg.show)
+        sugg_nb[part] = _first_of_class(pool_rows, pool_labels, suggested[part], cfg.show)
 
     is_suspect = np.zeros(n, dtype=bool)
     is_suspect[rows] = flags.flagged
