@@ -9,6 +9,23 @@ an image that could not be read is tried again on the next run (its permissions 
 been fixed since). Images are decoded by ``noisyclean.images``. The cache's layout is this
 module's own business.
 
+Cache layout: one folder per backbone and image size (named by a digest of both; its
+``spec.json`` says which), holding append-only shards, one per flush:
+
+- ``shard-<uuid>.features.npy``: shape (n, D), float32, one feature vector per row; read
+  through a memory map.
+- ``shard-<uuid>.keys.npy``: shape (n, 2), uint64, the row's file key (see
+  ``file_keys``).
+
+Both are written to a temporary file and renamed into place, the features first and the
+keys last: a shard counts only once its keys file is complete and its features file holds
+as many rows, so one cut short by a crash is recomputed, not trusted. A lookup loads the
+key arrays of all shards (16 bytes a row), joins them with the query keys by a sorted
+search, and copies the rows found from each shard's memory map straight into the output
+array. The same key in several shards (an image computed twice) is harmless: any one is
+taken. ``chunk-*.npz`` files, the layout of earlier versions, are ignored (and left in
+place; they may be deleted): those features are computed again.
+
 Testing hooks (environment variables, read when a run starts computing; not for users):
 
 - ``NOISYCLEAN_FLUSH_SECONDS``: flush interval in seconds instead of ``FLUSH_SECONDS``
@@ -27,12 +44,13 @@ import os
 import signal
 import time
 import uuid
-import zipfile
 from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import torch
 from PIL import Image
 from torch.utils.data import DataLoader, Dataset
@@ -48,6 +66,13 @@ Progress = Callable[[int, int], None]
 FLUSH_SECONDS = 5.0
 #: ...and whenever this many are waiting.
 CHUNK_ROWS = 2048
+#: A file key is two 64-bit SipHash-2-4 values of the same bytes under these two keys.
+HASH_KEYS = ("noisyclean-key-0", "noisyclean-key-1")
+#: Files are stat'ed this many at a time; when the first of them took longer than
+#: ``SLOW_STAT_SECONDS`` each (a network disk), the rest by ``STAT_THREADS`` threads.
+STAT_CHUNK = 4096
+SLOW_STAT_SECONDS = 50e-6
+STAT_THREADS = 8
 
 
 def default_cache_dir() -> Path:
@@ -77,15 +102,147 @@ class _Images(Dataset[tuple[torch.Tensor, str]]):
             return torch.zeros(3, self.size, self.size), error_reason(err)
 
 
-def file_key(path: Path) -> str:
-    """The cache key's file part: path, byte size and mtime.
+def file_keys(paths: Sequence[Path]) -> tuple[np.ndarray, dict[int, OSError]]:
+    """The cache key's file part of each path: the path, byte size and mtime, in 128 bits.
 
-    Raises:
-        OSError: from ``stat``; FileNotFoundError when the file is gone, PermissionError
-            when a folder on its path may not be entered.
+    Each file is ``stat``-ed (one system call a file, in threads on a slow disk); the
+    bytes ``path\0size\0mtime_ns`` of all of them are then hashed at once, by pandas'
+    SipHash-2-4 under each of the two ``HASH_KEYS``.
+
+    Args:
+        paths: the files, as the manifest resolves them.
+
+    Returns:
+        keys: shape (N, 2), uint64; the rows of files that could not be stat-ed are zeros.
+        errors: position -> the ``OSError`` from ``stat``: ``FileNotFoundError`` when the
+            file is gone, ``PermissionError`` when a folder on its path may not be entered.
     """
-    st = path.stat()
-    return hashlib.sha1(f"{path}\0{st.st_size}\0{st.st_mtime_ns}".encode()).hexdigest()
+    names = [os.fsencode(p) for p in paths]  # bytes: any file name, UTF-8 or not
+    stats = _stat_all(names)
+    errors = {i: st for i, st in enumerate(stats) if isinstance(st, OSError)}
+    data = np.empty(len(names) - len(errors), dtype=object)  # bytes, hashed as they are
+    data[:] = [
+        b"%b\0%d\0%d" % (name, st.st_size, st.st_mtime_ns)
+        for name, st in zip(names, stats, strict=True)
+        if not isinstance(st, OSError)
+    ]
+    ok = np.ones(len(names), dtype=bool)
+    ok[list(errors)] = False
+    keys = np.zeros((len(names), 2), dtype=np.uint64)
+    for col, hash_key in enumerate(HASH_KEYS):
+        keys[ok, col] = pd.util.hash_array(data, hash_key=hash_key, categorize=False)
+    return keys, errors
+
+
+def _stat_chunk(names: Sequence[bytes]) -> list[os.stat_result | OSError]:
+    """``os.stat`` of each file, or the error it raised."""
+    out: list[os.stat_result | OSError] = []
+    for name in names:
+        try:
+            out.append(os.stat(name))
+        except OSError as err:
+            out.append(err)
+    return out
+
+
+def _stat_all(names: Sequence[bytes]) -> list[os.stat_result | OSError]:
+    """``_stat_chunk`` of all files: the first ``STAT_CHUNK`` in this thread, and the rest
+    in ``STAT_THREADS`` threads when those took over ``SLOW_STAT_SECONDS`` each (a
+    network disk; on a local disk threads only add overhead)."""
+    started = time.perf_counter()
+    first = _stat_chunk(names[:STAT_CHUNK])
+    rest = names[STAT_CHUNK:]
+    if not rest:
+        return first
+    if time.perf_counter() - started <= SLOW_STAT_SECONDS * len(first):
+        return first + _stat_chunk(rest)
+    chunks = [rest[i : i + STAT_CHUNK] for i in range(0, len(rest), STAT_CHUNK)]
+    with ThreadPoolExecutor(min(STAT_THREADS, len(chunks))) as pool:
+        return first + [st for part in pool.map(_stat_chunk, chunks) for st in part]
+
+
+@dataclass(frozen=True)
+class CacheIndex:
+    """The keys of every complete shard of a cache folder, sorted for lookups.
+
+    A position numbers the rows of all shards together, in the order of ``shards``.
+
+    Attributes:
+        shards: each shard's features file.
+        offsets: shape (S + 1,), int64: shard ``s`` holds positions ``offsets[s]`` to
+            ``offsets[s + 1] - 1``.
+        dim: the feature length; 0 when the cache is empty.
+        sorted_keys: shape (M,), every key as 16 raw bytes (``V16``), sorted.
+        order: shape (M,), int64: the position of each of ``sorted_keys``.
+    """
+
+    shards: list[Path]
+    offsets: np.ndarray
+    dim: int
+    sorted_keys: np.ndarray
+    order: np.ndarray
+
+    def find(self, keys: np.ndarray) -> np.ndarray:
+        """Where each key is cached: a binary search of the sorted keys, no per-key Python.
+
+        Args:
+            keys: shape (N, 2), uint64.
+
+        Returns:
+            Shape (N,), int64: a position holding that key (any one, when several do),
+            or -1 when none does.
+        """
+        where = np.full(len(keys), -1, dtype=np.int64)
+        if not len(self.sorted_keys) or not len(keys):
+            return where
+        query = _as_v16(keys)
+        at = np.minimum(np.searchsorted(self.sorted_keys, query), len(self.sorted_keys) - 1)
+        hit = self.sorted_keys[at] == query
+        where[hit] = self.order[at[hit]]
+        return where
+
+    def gather(self, where: np.ndarray, out: np.ndarray) -> np.ndarray:
+        """Copy the cached rows into ``out``, one shard's memory map at a time.
+
+        Args:
+            where: shape (N,), from ``find``; -1 rows are left alone.
+            out: shape (N, dim), float32, written in place.
+
+        Returns:
+            Shape (N,), bool: the rows copied; false where ``where`` is -1, and for the
+            rows of a shard that can no longer be read (removed since the index was made).
+        """
+        rows = np.flatnonzero(where >= 0)
+        pos = where[rows]
+        by_pos = np.argsort(pos, kind="stable")  # each shard's rows in file order
+        rows, pos = rows[by_pos], pos[by_pos]
+        shard = np.searchsorted(self.offsets, pos, side="right") - 1
+        bounds = np.searchsorted(shard, np.arange(len(self.shards) + 1))
+        done = np.zeros(len(where), dtype=bool)
+        for s in np.flatnonzero(np.diff(bounds)):
+            a, b = bounds[s], bounds[s + 1]
+            try:
+                out[rows[a:b]] = _read_rows(self.shards[s], pos[a:b] - self.offsets[s])
+            except (OSError, ValueError):
+                continue
+            done[rows[a:b]] = True
+        return done
+
+
+def _read_rows(path: Path, rows: np.ndarray) -> np.ndarray:
+    """Rows of a shard's features file, read through a memory map that is closed after."""
+    return np.asarray(np.load(path, mmap_mode="r")[rows])
+
+
+def _npy_shape(path: Path) -> tuple[tuple[int, ...], np.dtype]:
+    """Shape and dtype of a ``.npy`` file; ValueError when the file is shorter than that."""
+    features = np.load(path, mmap_mode="r")  # maps the whole array: checks its length
+    return features.shape, features.dtype
+
+
+def _as_v16(keys: np.ndarray) -> np.ndarray:
+    """Shape (N, 2) uint64 keys as shape (N,) 16-byte values, which numpy sorts and compares."""
+    return np.ascontiguousarray(keys, dtype=np.uint64).view("V16").reshape(-1)
 
 
 class FeatureCache:
@@ -93,9 +250,7 @@ class FeatureCache:
 
     One folder per backbone and image size; the backbone's name fixes its weights and
     normalisation, so the two together fix the preprocessing. Each ``add`` writes one
-    chunk file atomically (temporary file, then rename). Caches written before failures
-    stopped being cached hold rows with ``ok`` false; they are ignored, so those images
-    are tried again.
+    shard; the module's docstring describes the layout.
     """
 
     def __init__(self, root: Path, backbone: str, image_size: int):
@@ -103,33 +258,93 @@ class FeatureCache:
         digest = hashlib.sha1(json.dumps(self.spec, sort_keys=True).encode()).hexdigest()[:16]
         self.dir = Path(root) / digest
 
-    def load(self, keys: set[str]) -> dict[str, np.ndarray]:
-        """The cached features of those of ``keys`` that are in the cache."""
-        found: dict[str, np.ndarray] = {}
-        if not self.dir.exists():
-            return found
-        for chunk in sorted(self.dir.glob("chunk-*.npz")):
-            try:
-                with np.load(chunk) as z:
-                    ck, feats, ok = z["keys"], z["features"], z["ok"]
-            except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile):
-                continue  # a chunk cut short by a crash is recomputed, not trusted
-            for j, k in enumerate(ck.tolist()):
-                if ok[j] and k in keys:
-                    found[k] = feats[j]
-        return found
+    def index(self) -> CacheIndex:
+        """The keys of every complete shard, read now (the features stay on disk).
 
-    def add(self, keys: Sequence[str], features: np.ndarray) -> None:
-        """Store one feature vector (a row of ``features``) per key, as one chunk file."""
+        A shard is skipped when its keys file is absent or cut short, or its features
+        file is absent, cut short or holds another number of rows. Shards of another
+        feature length than the one most rows have (which a sound cache never holds) are
+        skipped too.
+        """
+        found: list[tuple[Path, np.ndarray, int]] = []  # features file, keys, length
+        for keys_file in sorted(self.dir.glob("shard-*.keys.npy")):
+            features_file = keys_file.with_name(
+                keys_file.name.removesuffix(".keys.npy") + ".features.npy"
+            )
+            try:
+                keys = np.load(keys_file)
+                shape, dtype = _npy_shape(features_file)
+            except (OSError, ValueError, EOFError):
+                continue
+            if (
+                keys.dtype == np.uint64
+                and keys.shape[1:] == (2,)
+                and dtype == np.float32
+                and len(shape) == 2
+                and shape[0] == len(keys)
+            ):
+                found.append((features_file, keys, shape[1]))
+        rows_of: dict[int, int] = {}
+        for _, keys, length in found:
+            rows_of[length] = rows_of.get(length, 0) + len(keys)
+        dim = max(rows_of, key=lambda length: (rows_of[length], length), default=0)
+        shards = [f for f, _, length in found if length == dim]
+        parts = [keys for _, keys, length in found if length == dim]
+        counts = [len(k) for k in parts]
+        offsets = np.concatenate([[0], np.cumsum(counts, dtype=np.int64)]).astype(np.int64)
+        flat = _as_v16(np.concatenate(parts)) if parts else np.zeros(0, dtype="V16")
+        order = np.argsort(flat, kind="stable").astype(np.int64)
+        return CacheIndex(
+            shards=shards, offsets=offsets, dim=dim, sorted_keys=flat[order], order=order
+        )
+
+    def load(self, keys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """The cached features of ``keys``.
+
+        Args:
+            keys: shape (N, 2), uint64, from ``file_keys``.
+
+        Returns:
+            values: shape (N, D), float32; rows not in the cache are zeros (D is 0 when
+                the cache is empty).
+            found: shape (N,), bool: the rows that were in the cache.
+        """
+        index = self.index()
+        values = np.zeros((len(keys), index.dim), dtype=np.float32)
+        return values, index.gather(index.find(keys), values)
+
+    def add(self, keys: np.ndarray, features: np.ndarray) -> None:
+        """Store one feature vector (a row of ``features``) per key (a row of ``keys``).
+
+        Writes one shard: its features file, then its keys file, each atomically.
+
+        Args:
+            keys: shape (n, 2), uint64, from ``file_keys``.
+            features: shape (n, D).
+        """
+        keys = np.ascontiguousarray(keys, dtype=np.uint64)
+        features = np.ascontiguousarray(features, dtype=np.float32)
+        if keys.ndim != 2 or keys.shape[1] != 2 or features.ndim != 2:
+            raise ValueError(f"keys {keys.shape} and features {features.shape}: bad shapes")
+        if len(keys) != len(features):
+            raise ValueError(f"{len(keys)} keys for {len(features)} feature rows")
         self.dir.mkdir(parents=True, exist_ok=True)
         meta = self.dir / "spec.json"
         if not meta.exists():
             meta.write_text(json.dumps(self.spec, indent=1))
-        final = self.dir / f"chunk-{uuid.uuid4().hex}.npz"
-        tmp = final.with_suffix(".tmp.npz")
-        ok = np.ones(len(keys), dtype=bool)  # kept for caches read by older versions
-        np.savez(tmp, keys=np.asarray(keys), features=features.astype(np.float32), ok=ok)
-        os.replace(tmp, final)
+        name = f"shard-{uuid.uuid4().hex}"
+        _save_atomically(self.dir / f"{name}.features.npy", features)
+        _save_atomically(self.dir / f"{name}.keys.npy", keys)  # last: the shard now counts
+
+
+def _save_atomically(path: Path, array: np.ndarray) -> None:
+    """``np.save`` to a temporary file, flushed to disk, then renamed to ``path``."""
+    tmp = path.with_name(path.name + ".tmp")
+    with tmp.open("wb") as fh:
+        np.save(fh, array, allow_pickle=False)
+        fh.flush()
+        os.fsync(fh.fileno())
+    os.replace(tmp, path)
 
 
 @dataclass(frozen=True)
@@ -191,7 +406,7 @@ def extract_features(
     ``unreadable`` rows are looked at again, for their reason). Both get zero features.
     The backbone is only loaded when some image is not in the cache. Finished features
     are cached as they come (see the module's docstring), so an interrupted call loses
-    little.
+    little. Cached rows are copied from the cache's files straight into the result.
 
     Raises:
         KeyboardInterrupt: after the features finished so far were written to the cache.
@@ -201,66 +416,72 @@ def extract_features(
     paths = manifest.resolved_paths
     status = manifest.frame["status"].to_numpy(dtype=object).copy()
     reasons: dict[int, str] = {}
-    keys: dict[int, str] = {}
-    for i in range(len(paths)):
-        # The manifest's "unreadable" (a path it may not stat) is looked at again here,
-        # for its reason, or because it has been fixed since.
-        if status[i] in ("ok", "unreadable"):
-            status[i] = "ok"
-            try:
-                keys[i] = file_key(paths[i])
-            except (FileNotFoundError, NotADirectoryError):  # removed since the manifest was read
-                status[i] = "missing"
-            except OSError as err:  # e.g. a folder the user may not enter
-                status[i] = "unreadable"
-                reasons[i] = error_reason(err)
+    # The manifest's "unreadable" (a path it may not stat) is looked at again here, for
+    # its reason, or because it has been fixed since.
+    looked = np.flatnonzero(np.isin(status, ["ok", "unreadable"]))
+    status[looked] = "ok"
+    looked_keys, errors = file_keys([paths[i] for i in looked])
+    for j, err in errors.items():
+        i = int(looked[j])
+        if isinstance(err, FileNotFoundError | NotADirectoryError):  # removed since
+            status[i] = "missing"
+        else:  # e.g. a folder the user may not enter
+            status[i] = "unreadable"
+            reasons[i] = error_reason(err)
+    keyed = np.ones(len(looked), dtype=bool)
+    keyed[list(errors)] = False
+    rows = looked[keyed]  # the rows with a file key
+    keys = np.zeros((len(paths), 2), dtype=np.uint64)
+    keys[rows] = looked_keys[keyed]
 
     cache = FeatureCache(config.resolved_cache_dir, backbone, size)
-    found = cache.load(set(keys.values()))
-    todo = [i for i in keys if keys[i] not in found]
-    dim = next((v.shape[0] for v in found.values()), 0)
-    if todo:
+    index = cache.index()
+    where = np.full(len(paths), -1, dtype=np.int64)
+    where[rows] = index.find(keys[rows])
+    values = np.zeros((len(paths), index.dim), dtype=np.float32)
+    got = index.gather(where, values)  # rows that hold their features
+    todo = rows[~got[rows]]
+    if len(todo):
         model = load_backbone(backbone, image_size=size, device=config.device)
         batches = _batches(model, [paths[i] for i in todo], config.batch_size, config.workers)
         flush_seconds = float(os.environ.get("NOISYCLEAN_FLUSH_SECONDS", FLUSH_SECONDS))
         after_batch = _testing_hook()
-        pending: dict[str, np.ndarray] = {}
+        pending: list[np.ndarray] = []  # rows computed but not cached yet
         last_flush = time.monotonic()
 
         def flush() -> None:
             nonlocal last_flush
             if pending:
-                cache.add(list(pending), np.stack(list(pending.values())))
+                done_rows = np.concatenate(pending)
+                cache.add(keys[done_rows], values[done_rows])
                 pending.clear()
             last_flush = time.monotonic()
 
         done = 0
         try:
             for n, (feats, why) in enumerate(batches, start=1):
-                dim = feats.shape[1]
-                rows = todo[done : done + len(why)]
-                for i, f, reason in zip(rows, feats, why, strict=True):
-                    if reason:
-                        reasons[i] = reason
-                    else:
-                        found[keys[i]] = pending[keys[i]] = f
+                if not values.shape[1]:  # nothing was in the cache: the length is known now
+                    values = np.zeros((len(paths), feats.shape[1]), dtype=np.float32)
+                batch = todo[done : done + len(why)]
+                usable = np.array([not reason for reason in why], dtype=bool)
+                reasons.update((int(i), r) for i, r in zip(batch, why, strict=True) if r)
+                values[batch[usable]] = feats[usable]
+                got[batch[usable]] = True
+                if usable.any():
+                    pending.append(batch[usable])
                 done += len(why)
                 if progress:
                     progress(done, len(todo))
-                if time.monotonic() - last_flush >= flush_seconds or len(pending) >= CHUNK_ROWS:
+                waiting = sum(len(p) for p in pending)
+                if time.monotonic() - last_flush >= flush_seconds or waiting >= CHUNK_ROWS:
                     flush()
                 after_batch(n)
         finally:  # Ctrl-C or an error: what is finished is kept
             flush()
     elif progress:
-        progress(len(keys), len(keys))
+        progress(len(rows), len(rows))
 
-    values = np.zeros((len(paths), dim), dtype=np.float32)
-    for i, key in keys.items():
-        if key in found:
-            values[i] = found[key]
-        else:
-            status[i] = "unreadable"
+    status[rows[~got[rows]]] = "unreadable"
     return Features(
         values=values,
         status=status.astype(str),

@@ -239,17 +239,26 @@ def test_image_size_gets_its_own_cache(tmp_path: Path, images: list[str]) -> Non
     assert len([d for d in (tmp_path / "cache").iterdir() if d.is_dir()]) == 2
 
 
-def test_a_damaged_cache_chunk_is_recomputed_not_trusted(tmp_path: Path, images: list[str]) -> None:
+@pytest.mark.parametrize("damage", ["keys cut short", "features cut short", "keys gone"])
+def test_a_damaged_cache_shard_is_recomputed_not_trusted(
+    tmp_path: Path, images: list[str], damage: str
+) -> None:
     m = _manifest(tmp_path, images[:3])
     cfg = feature_config(tmp_path / "cache")
     before = extract_features(m, cfg)
-    (chunk,) = FeatureCache(tmp_path / "cache", "efficientnet-lite0", SMALL_SIZE).dir.glob(
-        "chunk-*.npz"
-    )
-    chunk.write_bytes(chunk.read_bytes()[:100])
+    folder = FeatureCache(tmp_path / "cache", "efficientnet-lite0", SMALL_SIZE).dir
+    (keys,) = folder.glob("shard-*.keys.npy")
+    (features,) = folder.glob("shard-*.features.npy")
+    if damage == "keys cut short":
+        keys.write_bytes(keys.read_bytes()[:-8])
+    elif damage == "features cut short":
+        features.write_bytes(features.read_bytes()[:-4])
+    else:  # a crash between writing the features and the keys
+        keys.unlink()
     after = extract_features(m, cfg)
     assert after.computed == 3
-    np.testing.assert_allclose(after.values, before.values, rtol=1e-5, atol=1e-5)
+    np.testing.assert_array_equal(after.values, before.values)
+    assert extract_features(m, cfg).computed == 0  # the recomputed shard is sound
 
 
 def test_file_removed_after_the_manifest_was_read_is_missing(
@@ -282,14 +291,18 @@ def test_session_features_are_real_and_distinct(small_features: tuple[Manifest, 
     assert feats.values.min() >= 0
 
 
-def test_a_chunk_left_by_an_interrupted_write_is_ignored(tmp_path: Path, images: list[str]) -> None:
+def test_files_left_by_an_interrupted_write_are_ignored(tmp_path: Path, images: list[str]) -> None:
     m = _manifest(tmp_path, images[:2])
     cfg = feature_config(tmp_path / "cache")
     before = extract_features(m, cfg)
     folder = FeatureCache(tmp_path / "cache", "efficientnet-lite0", SMALL_SIZE).dir
-    (chunk,) = folder.glob("chunk-*.npz")
-    (folder / "chunk-0000.tmp.npz").write_bytes(chunk.read_bytes()[:-300])
-    (folder / "chunk-0001.tmp.npz").write_bytes(b"")
+    (keys,) = folder.glob("shard-*.keys.npy")
+    (features,) = folder.glob("shard-*.features.npy")
+    (folder / "shard-0000.features.npy.tmp").write_bytes(features.read_bytes()[:-300])
+    (folder / "shard-0000.keys.npy.tmp").write_bytes(b"")
+    (folder / "shard-0001.features.npy").write_bytes(features.read_bytes())  # no keys file
+    (folder / "shard-0002.keys.npy.tmp").write_bytes(keys.read_bytes()[:-3])
+    (folder / "chunk-0123.npz").write_bytes(b"PK")  # the layout of earlier versions
     after = extract_features(m, cfg)
     assert after.computed == 0
     np.testing.assert_array_equal(after.values, before.values)
