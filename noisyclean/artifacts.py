@@ -191,12 +191,11 @@ def list_column(values: np.ndarray, usable: np.ndarray) -> pa.ListArray:
     return pa.ListArray.from_arrays(pa.array(offsets), flat, mask=pa.array(~usable))
 
 
-def dense_column(column: pa.ChunkedArray | pa.Array, width: int, rows: np.ndarray) -> np.ndarray:
-    """A list<float> column back as an (N, width) float32 array: ``rows`` read, zeros elsewhere.
-
-    Raises:
-        ValueError: a ``rows`` entry is null, of another length, or holds a null or NaN.
-    """
+def _fixed_rows(
+    column: pa.ChunkedArray | pa.Array, width: int, rows: np.ndarray, what: str
+) -> tuple[pa.Array, np.ndarray]:
+    """A list column's child values and each row's start in them, checked to hold
+    ``width`` entries on every row of ``rows`` (a ``ValueError`` naming the row if not)."""
     col = column.combine_chunks() if isinstance(column, pa.ChunkedArray) else column
     if isinstance(col, pa.LargeListArray):
         col = col.cast(pa.list_(col.type.value_type))
@@ -204,10 +203,18 @@ def dense_column(column: pa.ChunkedArray | pa.Array, width: int, rows: np.ndarra
     bad = np.flatnonzero(rows & (lengths != width))
     if len(bad):
         i = int(bad[0])
-        got = "null" if lengths[i] < 0 else f"{lengths[i]} values"
+        got = "null" if lengths[i] < 0 else f"{lengths[i]} {what}"
         raise ValueError(f"row {i + 1}: {got}, expected {width}")
-    offsets = col.offsets.to_numpy()[:-1] - col.offsets[0].as_py()
-    flat = col.flatten()
+    return col.values, col.offsets.to_numpy()[:-1]
+
+
+def dense_column(column: pa.ChunkedArray | pa.Array, width: int, rows: np.ndarray) -> np.ndarray:
+    """A list<float> column back as an (N, width) float32 array: ``rows`` read, zeros elsewhere.
+
+    Raises:
+        ValueError: a ``rows`` entry is null, of another length, or holds a null or NaN.
+    """
+    flat, offsets = _fixed_rows(column, width, rows, "values")
     if flat.null_count:
         starts_null = np.flatnonzero(pc.is_null(flat).to_numpy(zero_copy_only=False))
         owner = np.searchsorted(offsets, starts_null, side="right") - 1
@@ -215,7 +222,7 @@ def dense_column(column: pa.ChunkedArray | pa.Array, width: int, rows: np.ndarra
         if len(hit):
             raise ValueError(f"row {int(hit[0]) + 1}: a null value")
     values = flat.to_numpy(zero_copy_only=False).astype(np.float32, copy=False)
-    out = np.zeros((len(lengths), width), dtype=np.float32)
+    out = np.zeros((len(rows), width), dtype=np.float32)
     take = np.flatnonzero(rows)
     if len(take):
         out[take] = values[offsets[take, None] + np.arange(width)[None, :]]
@@ -546,17 +553,13 @@ def _label_codes(
     column: pa.ChunkedArray, classes: list[str], width: int, rows: np.ndarray, path: Path
 ) -> np.ndarray:
     """list<string> class names as an (N, width) int32 array of indices into ``classes``."""
-    col = column.combine_chunks()
-    lengths = pc.list_value_length(col).fill_null(-1).to_numpy(zero_copy_only=False)
-    bad = np.flatnonzero(rows & (lengths != width))
-    if len(bad):
-        i = int(bad[0])
-        got = "null" if lengths[i] < 0 else f"{lengths[i]} labels"
-        raise ArtifactError(f"{path}: column 'top_labels', row {i + 1}: {got}, expected {width}")
-    offsets = col.offsets.to_numpy()[:-1] - col.offsets[0].as_py()
-    codes = pc.index_in(col.flatten(), value_set=pa.array(classes, type=pa.string()))
+    try:
+        names, offsets = _fixed_rows(column, width, rows, "labels")
+    except ValueError as err:
+        raise ArtifactError(f"{path}: column 'top_labels', {err}") from None
+    codes = pc.index_in(names, value_set=pa.array(classes, type=pa.string()))
     flat = codes.to_numpy(zero_copy_only=False)
-    out = np.zeros((len(lengths), width), dtype=np.int32)
+    out = np.zeros((len(rows), width), dtype=np.int32)
     take = np.flatnonzero(rows)
     if len(take):
         picked = flat[offsets[take, None] + np.arange(width)[None, :]]

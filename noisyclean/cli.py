@@ -8,7 +8,7 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
@@ -16,6 +16,9 @@ from noisyclean import __version__
 from noisyclean.configs import DEFAULT_BACKBONE, DEFAULT_TOP_CLASSES, LOSSES, OFFLINE_BACKBONE
 from noisyclean.errors import NoisyCleanError
 from noisyclean.reporting import console, error, out, progress_bars, staged
+
+if TYPE_CHECKING:
+    from noisyclean.features import FeatureConfig
 
 app = typer.Typer(
     help=(
@@ -167,7 +170,6 @@ def score(
     from noisyclean.artifacts import PARQUET_SUFFIXES, check_output, write_conf
     from noisyclean.configs import ConfidenceConfig
     from noisyclean.feature_file import FeatureFile
-    from noisyclean.features import FeatureConfig
     from noisyclean.manifest import load_manifest
     from noisyclean.pipeline import score_manifest
     from noisyclean.reporting import score_summary
@@ -180,14 +182,7 @@ def score(
         if features is not None:
             source = FeatureFile.open(features)
         else:
-            source = FeatureConfig(
-                backbone=backbone,
-                image_size=image_size,
-                cache_dir=cache_dir,
-                device=device,
-                batch_size=batch_size,
-                workers=workers,
-            )
+            source = _feature_config(backbone, image_size, cache_dir, device, batch_size, workers)
         m = load_manifest(manifest, check_files=features is None)
         ccfg = ConfidenceConfig(
             folds=folds, k=k, blend=blend, epochs=epochs, seed=seed, device=_train_device(device)
@@ -205,6 +200,27 @@ def score(
         with console.status(f"writing {output}"):
             write_conf(output, result.conf)
         score_summary(result, output, time.perf_counter() - started)
+
+
+def _feature_config(
+    backbone: str,
+    image_size: int | None,
+    cache_dir: Path | None,
+    device: str,
+    batch_size: int,
+    workers: int,
+) -> FeatureConfig:
+    """The feature options ``score`` and ``bench`` share."""
+    from noisyclean.features import FeatureConfig
+
+    return FeatureConfig(
+        backbone=backbone,
+        image_size=image_size,
+        cache_dir=cache_dir,
+        device=device,
+        batch_size=batch_size,
+        workers=workers,
+    )
 
 
 def _train_device(device: str) -> str:
@@ -486,7 +502,6 @@ def bench(
     from noisyclean.bench.methods import METHODS
     from noisyclean.bench.noise import parse_noise
     from noisyclean.bench.runner import BenchConfig, run_bench
-    from noisyclean.features import FeatureConfig
     from noisyclean.manifest import load_manifest
     from noisyclean.reporting import bench_summary
 
@@ -509,14 +524,7 @@ def bench(
             raise NoisyCleanError(str(err)) from None
         check_output(output / "results.json", inputs=[manifest])
         m = load_manifest(manifest)
-        fcfg = FeatureConfig(
-            backbone=backbone,
-            image_size=image_size,
-            cache_dir=cache_dir,
-            device=device,
-            batch_size=batch_size,
-            workers=workers,
-        )
+        fcfg = _feature_config(backbone, image_size, cache_dir, device, batch_size, workers)
         with progress_bars() as track:
             jobs_bar = track("methods", "job")
             result = run_bench(

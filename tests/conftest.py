@@ -39,6 +39,27 @@ def feature_config(cache_dir: Path, *, image_size: int = SMALL_SIZE, **kw: objec
     return FeatureConfig(backbone=BACKBONE, image_size=image_size, cache_dir=cache_dir, **opts)
 
 
+def score_args(manifest: Path, output: Path, cache: Path, *extra: str) -> list[str]:
+    """``noisyclean score`` arguments for the offline backbone at the small size, on CPU."""
+    return [
+        "score",
+        str(manifest),
+        "-o",
+        str(output),
+        "--backbone",
+        BACKBONE,
+        "--image-size",
+        str(SMALL_SIZE),
+        "--cache-dir",
+        str(cache),
+        "--device",
+        "cpu",
+        "--workers",
+        "0",
+        *extra,
+    ]
+
+
 def write_csv(path: Path, rows: list[dict[str, str]]) -> Path:
     fields = list(dict.fromkeys(k for r in rows for k in r))
     with path.open("w", newline="") as fh:

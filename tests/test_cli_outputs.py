@@ -9,7 +9,7 @@ import shutil
 from pathlib import Path
 
 import pytest
-from conftest import BACKBONE, SMALL_SIZE, SmallSet, write_csv
+from conftest import SmallSet, score_args, write_csv
 from typer.testing import CliRunner
 
 from noisyclean.cli import app
@@ -31,26 +31,6 @@ def _one_error_line(args: list[str]) -> str:
     return lines[0]
 
 
-def _score(manifest: Path, output: Path, cache: Path, *extra: str) -> list[str]:
-    return [
-        "score",
-        str(manifest),
-        "-o",
-        str(output),
-        "--backbone",
-        BACKBONE,
-        "--image-size",
-        str(SMALL_SIZE),
-        "--cache-dir",
-        str(cache),
-        "--device",
-        "cpu",
-        "--workers",
-        "0",
-        *extra,
-    ]
-
-
 def test_outputs_equal_to_an_input_are_refused(
     trained_run: tuple[SmallSet, Path, Path], tmp_path: Path, feature_cache: Path
 ) -> None:
@@ -58,7 +38,7 @@ def test_outputs_equal_to_an_input_are_refused(
     manifest = shutil.copy(small.manifest, tmp_path / "m.parquet")  # a .parquet name
     before = {p: _digest(p) for p in (Path(manifest), small.manifest, conf, run)}
     cases = {
-        "score onto its manifest": _score(Path(manifest), Path(manifest), feature_cache),
+        "score onto its manifest": score_args(Path(manifest), Path(manifest), feature_cache),
         "embed onto its manifest": ["embed", str(run), str(manifest), "-o", str(manifest)],
         "embed into the run": ["embed", str(run), str(small.manifest), "-o", str(run / "x.pq")],
         "review onto suspects.parquet": ["review", str(run), "-o", str(run / "suspects.parquet")],
@@ -83,16 +63,18 @@ def test_output_mistakes_are_one_line(
 ) -> None:
     (tmp_path / "folder.parquet").mkdir()
     (tmp_path / "a-file").write_text("")
-    line = _one_error_line(_score(small_set.manifest, tmp_path / "folder.parquet", feature_cache))
+    line = _one_error_line(
+        score_args(small_set.manifest, tmp_path / "folder.parquet", feature_cache)
+    )
     assert "is a folder" in line
-    line = _one_error_line(_score(small_set.manifest, tmp_path / "conf.csv", feature_cache))
+    line = _one_error_line(score_args(small_set.manifest, tmp_path / "conf.csv", feature_cache))
     assert "ending in .parquet or .pq" in line
     line = _one_error_line(
-        _score(small_set.manifest, tmp_path / "x" / "c.parquet", tmp_path / "a-file" / "cache")
+        score_args(small_set.manifest, tmp_path / "x" / "c.parquet", tmp_path / "a-file" / "cache")
     )
     assert "cannot write to this feature cache folder" in line
     line = _one_error_line(
-        _score(small_set.manifest, tmp_path / "a-file" / "c.parquet", feature_cache)
+        score_args(small_set.manifest, tmp_path / "a-file" / "c.parquet", feature_cache)
     )
     assert "cannot write to this output folder" in line
     assert not (tmp_path / "conf.csv").exists() and not (tmp_path / "x").exists()
@@ -134,7 +116,9 @@ def test_parquet_names_are_accepted(
 ) -> None:
     result = runner.invoke(
         app,
-        _score(small_set.manifest, tmp_path / name, feature_cache, "--folds", "2", "--epochs", "1"),
+        score_args(
+            small_set.manifest, tmp_path / name, feature_cache, "--folds", "2", "--epochs", "1"
+        ),
     )
     assert result.exit_code == 0, result.output
     assert (tmp_path / name).is_file()

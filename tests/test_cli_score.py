@@ -14,7 +14,7 @@ import pyarrow.parquet as pq
 import pytest
 import torch
 from click.testing import Result
-from conftest import SMALL_SIZE, SmallSet, write_csv
+from conftest import SMALL_SIZE, SmallSet, score_args, write_csv
 from typer.testing import CliRunner
 
 from noisyclean import __version__
@@ -52,26 +52,6 @@ METADATA_KEYS = {
     "format_version",
     "noisyclean_version",
 }
-
-
-def _score_args(manifest: Path, output: Path, cache: Path, *extra: str) -> list[str]:
-    return [
-        "score",
-        str(manifest),
-        "-o",
-        str(output),
-        "--backbone",
-        "efficientnet-lite0",
-        "--image-size",
-        str(SMALL_SIZE),
-        "--cache-dir",
-        str(cache),
-        "--device",
-        "cpu",
-        "--workers",
-        "0",
-        *extra,
-    ]
 
 
 def _lines(output: str) -> list[str]:
@@ -114,7 +94,7 @@ def scored(
     stdout = ""
     for i, seed in enumerate(("0", "0", "1")):
         out = folder / f"conf-{i}.parquet"
-        result = runner.invoke(app, _score_args(manifest, out, feature_cache, "--seed", seed))
+        result = runner.invoke(app, score_args(manifest, out, feature_cache, "--seed", seed))
         assert result.exit_code == 0, result.output
         assert "Traceback" not in result.output
         outputs.append(out)
@@ -227,7 +207,7 @@ def test_summary_on_the_terminal(scored: Scored) -> None:
 def test_no_output_is_left_behind_on_failure(tmp_path: Path, small_set: SmallSet) -> None:
     out = tmp_path / "conf.parquet"
     result = runner.invoke(
-        app, _score_args(small_set.manifest, out, tmp_path / "c", "--backbone", "bogus")
+        app, score_args(small_set.manifest, out, tmp_path / "c", "--backbone", "bogus")
     )
     _failed_cleanly(result)
     assert not out.exists()
@@ -259,7 +239,7 @@ def test_bad_manifest_is_one_line_exit_1_no_traceback(tmp_path: Path, case: str)
     else:
         path.write_text(text)
     out = tmp_path / "conf.parquet"
-    result = runner.invoke(app, _score_args(path, out, tmp_path / "cache"))
+    result = runner.invoke(app, score_args(path, out, tmp_path / "cache"))
     lines = _failed_cleanly(result)
     assert len(lines) == 1, result.output
     assert lines[0].startswith("error:")
@@ -277,7 +257,7 @@ def test_not_a_manifest_via_cli(tmp_path: Path, what: str) -> None:
     }[what]
     if what == "parquet":
         target.write_text("path,label\na.png,cat\n")
-    result = runner.invoke(app, _score_args(target, tmp_path / "o.parquet", tmp_path / "c"))
+    result = runner.invoke(app, score_args(target, tmp_path / "o.parquet", tmp_path / "c"))
     lines = _failed_cleanly(result)
     assert len(lines) == 1 and target.name in lines[0]
 
@@ -287,7 +267,7 @@ def test_nan_label_in_parquet_via_cli(tmp_path: Path) -> None:
     pd.DataFrame({"path": ["a.png", "b.png", "c.png"], "label": [1.0, np.nan, 2.0]}).to_parquet(
         path
     )
-    result = runner.invoke(app, _score_args(path, tmp_path / "o.parquet", tmp_path / "c"))
+    result = runner.invoke(app, score_args(path, tmp_path / "o.parquet", tmp_path / "c"))
     assert _failed_cleanly(result) == ["error: m.parquet row 2: empty label (1 rows have none)"]
 
 
@@ -303,7 +283,7 @@ def test_bad_options_are_one_line_errors(
     tmp_path: Path, small_set: SmallSet, args: list[str], fragment: str
 ) -> None:
     # A fresh cache: the backbone is only loaded when some image is not cached.
-    argv = _score_args(small_set.manifest, tmp_path / "o.parquet", tmp_path / "fresh", *args)
+    argv = score_args(small_set.manifest, tmp_path / "o.parquet", tmp_path / "fresh", *args)
     lines = _failed_cleanly(runner.invoke(app, argv))
     assert any(fragment in line for line in lines), lines
     assert len([line for line in lines if line.startswith("error:")]) == 1
@@ -311,7 +291,7 @@ def test_bad_options_are_one_line_errors(
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without CUDA")
 def test_cuda_without_a_gpu_via_cli(tmp_path: Path, small_set: SmallSet) -> None:
-    argv = _score_args(small_set.manifest, tmp_path / "o.parquet", tmp_path / "c")
+    argv = score_args(small_set.manifest, tmp_path / "o.parquet", tmp_path / "c")
     argv[argv.index("--device") + 1] = "cuda"
     lines = _failed_cleanly(runner.invoke(app, argv))
     assert len(lines) == 1 and "no CUDA GPU" in lines[0]
@@ -319,7 +299,7 @@ def test_cuda_without_a_gpu_via_cli(tmp_path: Path, small_set: SmallSet) -> None
 
 @pytest.mark.parametrize("option", [["--folds", "1"], ["--blend", "1.5"], ["--image-size", "8"]])
 def test_out_of_range_options_are_refused(tmp_path: Path, option: list[str]) -> None:
-    argv = _score_args(tmp_path / "m.csv", tmp_path / "o.parquet", tmp_path / "c", *option)
+    argv = score_args(tmp_path / "m.csv", tmp_path / "o.parquet", tmp_path / "c", *option)
     result = runner.invoke(app, argv)
     assert result.exit_code == 2
     assert option[0] in result.output and "Traceback" not in result.output
@@ -328,7 +308,7 @@ def test_out_of_range_options_are_refused(tmp_path: Path, option: list[str]) -> 
 def test_error_messages_are_printed_as_text_not_markup(tmp_path: Path) -> None:
     path = tmp_path / "bad.csv"
     path.write_text("id,path,label\n[/x],a.png,cat\n[/x],b.png,dog\n")
-    result = runner.invoke(app, _score_args(path, tmp_path / "o.parquet", tmp_path / "c"))
+    result = runner.invoke(app, score_args(path, tmp_path / "o.parquet", tmp_path / "c"))
     assert _failed_cleanly(result) == [
         "error: bad.csv row 2: duplicate id '[/x]' (first seen at row 1)"
     ]
@@ -339,7 +319,7 @@ def test_labels_in_the_summary_are_text_not_markup(
 ) -> None:
     rows = [{**r, "label": "[/x]" if r["label"] == "Bag" else r["label"]} for r in small_set.rows]
     manifest = write_csv(small_set.root / "markup.csv", rows)
-    result = runner.invoke(app, _score_args(manifest, tmp_path / "o.parquet", feature_cache))
+    result = runner.invoke(app, score_args(manifest, tmp_path / "o.parquet", feature_cache))
     assert result.exit_code == 0, repr(result.exception)
     assert "[/x]" in result.stdout
 
