@@ -129,4 +129,5 @@ def test_tiny_points_end_to_end(tmp_path: Path) -> None:
     table = (out / "results.md").read_text()
     assert "| 2,000 × 10 | auto |" in table and "| 2,000 × 50 | exact |" in table
     assert len(json.loads((out / "results.json").read_text())) == 3
+    assert "Approximate against exact search" in table
     assert (out / "time_memory.png").stat().st_size > 1000
