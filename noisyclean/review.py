@@ -1,5 +1,9 @@
 """The review page: one self-contained HTML file to decide on a run's suspects.
 
+The page's markup, style and script are the package files ``review_page/page.html``,
+``page.css`` and ``page.js``, inlined into the output. The suspects are filtered and
+sorted in Arrow, so a million-row run makes Python rows only for the cards shown.
+
 The page works offline from a ``file://`` URL: no CDN, no server, no fetch. Thumbnails
 are embedded once each as ``data:`` URIs (downscaled, WEBP or JPEG, whichever is
 smaller), in one JSON map from row id to URI, so a neighbour shown on many cards costs
