@@ -264,14 +264,13 @@ def score_confidences(
 
     # The vote: each row's k nearest train rows (never itself), on unit-length features.
     nb = np.full((n, cfg.k), -1, dtype=np.int64)
-    everyone = len(train_idx) == n
-    pool = x if everyone else x[train_idx]
+    pool = x if len(train_idx) == n else knn.Rows(x, train_idx)  # no copy of the rows
     _, nb_train, info = knn.search_with_info(
         pool, pool, k=cfg.k, exclude_self=True, seed=cfg.seed, progress=search_progress
     )
     nb[train_idx] = nb_train
     if len(test_idx):
-        _, nb[test_idx] = knn.search(pool, x[test_idx], k=cfg.k, seed=cfg.seed)
+        _, nb[test_idx] = knn.search(pool, knn.Rows(x, test_idx), k=cfg.k, seed=cfg.seed)
     del pool
 
     _standardise(x, train_idx)

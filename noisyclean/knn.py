@@ -55,6 +55,37 @@ class RecallWarning(UserWarning):
     """The approximate search stayed below the recall target at its widest setting."""
 
 
+class Rows:
+    """Some rows of a matrix, as a (R, D) array-like that copies only what is read from
+    it: the search reads its inputs in chunks, so the train rows of a million-row
+    feature matrix can be searched without a copy of them.
+
+    Args:
+        matrix: (N, D) rows.
+        rows: (R,) positions of the rows to present, in order.
+    """
+
+    ndim = 2
+
+    def __init__(self, matrix: np.ndarray, rows: np.ndarray) -> None:
+        self.matrix = matrix
+        self.rows = np.asarray(rows)
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        return (len(self.rows), int(self.matrix.shape[1]))
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def __getitem__(self, key: slice | np.ndarray) -> np.ndarray:
+        return np.asarray(self.matrix[self.rows[key]])
+
+
+#: What the search reads rows from: an array, or some rows of one.
+Matrix = np.ndarray | Rows
+
+
 @dataclass(frozen=True)
 class SearchInfo:
     """How a neighbour search was done, for output metadata.
@@ -122,8 +153,8 @@ def choose_nlist(n_rows: int) -> int:
 
 
 def search(
-    index_vectors: np.ndarray,
-    query_vectors: np.ndarray,
+    index_vectors: Matrix,
+    query_vectors: Matrix,
     *,
     k: int,
     exclude_self: bool = False,
@@ -153,8 +184,8 @@ def search(
 
 
 def search_with_info(
-    index_vectors: np.ndarray,
-    query_vectors: np.ndarray,
+    index_vectors: Matrix,
+    query_vectors: Matrix,
     *,
     k: int,
     exclude_self: bool = False,
@@ -248,7 +279,7 @@ def search_with_info(
 
 def _add(
     index: faiss.Index,
-    xb: np.ndarray,
+    xb: Matrix,
     *,
     progress: Progress | None,
     on_chunk: Callable[[int, np.ndarray], None] | None = None,
@@ -299,8 +330,8 @@ def _cut(
 
 
 def _build_ivf(
-    xb: np.ndarray,
-    xq: np.ndarray,
+    xb: Matrix,
+    xq: Matrix,
     *,
     k: int,
     exclude_self: bool,

@@ -160,9 +160,10 @@ def find_suspects(
         if len(query) == 0:
             continue
         # A voter never votes on itself; voters are searched in their own order then.
-        q_emb = embeddings[voters] if self_ else embeddings[query]
+        voter_rows = knn.Rows(embeddings, voters)
+        q_emb = voter_rows if self_ else knn.Rows(embeddings, query)
         _, idx, found = knn.search_with_info(
-            embeddings[voters], q_emb, k=near.shape[1], exclude_self=self_, progress=progress
+            voter_rows, q_emb, k=near.shape[1], exclude_self=self_, progress=progress
         )
         info = info or found
         target = voters if self_ else query

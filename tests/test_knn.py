@@ -292,3 +292,18 @@ def test_leave_one_out_vote_on_real_features(
     shares = knn.vote(nb, true, len(manifest.classes))
     # 10 images per class at 64 px: far above chance (0.1), though not near perfect.
     assert (shares.argmax(axis=1) == true).mean() > 0.35
+
+
+@pytest.mark.parametrize("ivf", [False, True], ids=["exact", "ivf"])
+def test_rows_of_a_matrix_search_like_their_copy(ivf: bool) -> None:
+    """``Rows`` presents some rows without copying them: the same neighbours as a copy."""
+    x = _clustered(n=4000)
+    rows = np.flatnonzero(np.arange(len(x)) % 4 != 0)
+    opts = IVF if ivf else {}
+    view = knn.Rows(x, rows)
+    assert view.shape == (len(rows), x.shape[1]) and len(view) == len(rows)
+    a = knn.search_with_info(view, view, k=10, exclude_self=True, seed=1, **opts)
+    b = knn.search_with_info(x[rows], x[rows], k=10, exclude_self=True, seed=1, **opts)
+    np.testing.assert_array_equal(a[1], b[1])
+    np.testing.assert_array_equal(a[0], b[0])
+    assert a[2] == b[2]
