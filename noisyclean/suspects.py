@@ -64,12 +64,14 @@ class Suspects:
     config: SuspectConfig
     search: knn.SearchInfo | None = None
 
-    def table(self, ids: pa.Array, labels: np.ndarray) -> pa.Table:
+    def table(self, ids: pa.Array | pa.ChunkedArray, labels: np.ndarray) -> pa.Table:
         """suspects.parquet's columns but ``path`` and ``status``, built from the arrays
         (no Python object per value). ``ids`` are the N row ids, ``labels`` their class
         indices."""
         names = pa.array(self.classes, type=pa.string())
         usable = self.usable
+        if isinstance(ids, pa.ChunkedArray):  # a big column from pandas comes in chunks
+            ids = ids.combine_chunks()
 
         def label_column(codes: np.ndarray, valid: np.ndarray) -> pa.Array:
             idx = pa.array(np.where(valid, codes, 0).astype(np.int32), mask=~valid)

@@ -141,3 +141,14 @@ def test_rank_follows_suspicion() -> None:
 def test_config_rejects_bad_values(bad: dict[str, float]) -> None:
     with pytest.raises(ValueError):
         SuspectConfig(**bad)  # type: ignore[arg-type]
+
+
+def test_table_takes_ids_in_chunks() -> None:
+    """A million-row id column converted from pandas arrives as a ChunkedArray."""
+    emb, _, labels, conf = _setup([3])
+    found = _run(emb, labels, conf).suspects
+    ids = [f"r{i}" for i in range(len(labels))]
+    chunked = pa.chunked_array([ids[:40], ids[40:]])
+    table = found.table(chunked, labels)
+    assert table.column("id").to_pylist() == ids
+    assert table.column("neighbours").to_pylist()[0][0] in ids
