@@ -81,14 +81,21 @@ class FeatureFile:
     def load(self, manifest: Manifest, *, progress: Progress | None = None) -> Features:
         """One feature vector per manifest row, in manifest order.
 
+        The ids are read first; the embeddings then stream in batches of
+        ``BATCH_ROWS`` straight into the (N, D) float32 output, so the file's own
+        values are never all in memory beside it.
+
         Raises:
             FeatureFileError: one line naming the file and the row or column: not
                 Parquet, no ``id``/``embedding`` column, an embedding of another type or
                 width, a NaN, a duplicate id, an unknown status.
         """
-        table = self._read()
+        pf = self._open()
         where = self.path.name
-        ids = table.column("id").cast(pa.string()).combine_chunks()
+        names = pf.schema_arrow.names
+        _check_type(pf.schema_arrow.field("embedding").type, where)
+        head = pf.read(columns=["id"] + (["status"] if "status" in names else []))
+        ids = head.column("id").cast(pa.string()).combine_chunks()
         if ids.null_count:
             row = int(np.flatnonzero(pc.is_null(ids).to_numpy(zero_copy_only=False))[0])
             raise FeatureFileError(f"{where} row {row + 1}: empty id")
@@ -96,38 +103,54 @@ class FeatureFile:
         if not file_ids.is_unique:
             row = int(np.flatnonzero(file_ids.duplicated())[0])
             raise FeatureFileError(f"{where} row {row + 1}: duplicate id '{file_ids[row]}'")
-        values, has = _embeddings(table.column("embedding"), where)
-        status = np.where(has, "ok", "missing").astype(object)
-        if "status" in table.column_names:
-            given = table.column("status").cast(pa.string()).to_numpy(zero_copy_only=False)
+        given: np.ndarray | None = None
+        if "status" in names:
+            given = head.column("status").cast(pa.string()).to_numpy(zero_copy_only=False)
             bad = np.flatnonzero(~pd.isna(given) & ~np.isin(given, STATUSES))
             if len(bad):
                 raise FeatureFileError(
                     f"{where} row {bad[0] + 1}: status '{given[bad[0]]}', expected one of "
                     f"{', '.join(STATUSES)}"
                 )
-            status = np.where(pd.isna(given) | (given == "ok"), status, given)
+        del head, ids
 
         at = file_ids.get_indexer(manifest.frame["id"].to_numpy(dtype=object))
+        target = np.full(len(file_ids), -1, dtype=np.int64)  # file row -> manifest row
+        target[at[at >= 0]] = np.flatnonzero(at >= 0)
+        has = np.zeros(len(file_ids), dtype=bool)
+        out: np.ndarray | None = None
+        width: tuple[int, int] | None = None  # (dim, the file row that set it)
+        start = 0
+        for batch in pf.iter_batches(batch_size=BATCH_ROWS, columns=["embedding"]):
+            values, present, width = _embeddings(batch.column(0), where, start, width)
+            stop = start + batch.num_rows
+            has[start:stop] = present
+            if width is None:
+                start = stop
+                continue  # no embedding yet: nothing to place
+            if out is None:
+                out = np.zeros((len(manifest), width[0]), dtype=np.float32)
+            dest = target[start:stop]
+            take = present & (dest >= 0)
+            out[dest[take]] = values[(np.cumsum(present) - 1)[take]]
+            start = stop
+        if out is None or width is None:
+            raise FeatureFileError(f"{where}: column 'embedding' has no values")
+
+        status = np.where(has, "ok", "missing").astype(object)
+        if given is not None:
+            status = np.where(pd.isna(given) | (given == "ok"), status, given)
         found = at >= 0
         out_status = np.full(len(manifest), "missing", dtype=object)
         out_status[found] = status[at[found]]
-        ok = out_status == "ok"
-        dim = values.shape[1]
-        out = np.zeros((len(manifest), dim), dtype=np.float32)
-        # Row of each usable file row among the file's non-null embeddings.
-        position = np.cumsum(has) - 1
-        rows = np.flatnonzero(ok)
-        for start in range(0, len(rows), 65_536):
-            part = rows[start : start + 65_536]
-            out[part] = values[position[at[part]]]
+        out[out_status != "ok"] = 0.0  # the file's own unusable rows carry no features
         if progress:  # once checked: a bad file prints its one line and nothing else
             progress(len(manifest), len(manifest))
         return Features(
             values=out, status=out_status.astype(str), computed=0, image_size=0, reasons={}
         )
 
-    def _read(self) -> pa.Table:
+    def _open(self) -> pq.ParquetFile:
         try:
             pf = pq.ParquetFile(self.path)
         except (pa.ArrowException, OSError) as err:
@@ -139,14 +162,14 @@ class FeatureFile:
                 raise FeatureFileError(
                     f"{self.path}: no '{col}' column (columns found: {', '.join(names)})"
                 )
-        columns = ["id", "embedding"] + (["status"] if "status" in names else [])
-        return pf.read(columns=columns)
+        return pf
 
 
-def _embeddings(column: pa.ChunkedArray, where: str) -> tuple[np.ndarray, np.ndarray]:
-    """The ``embedding`` column as an (R, D) array of its R non-null rows, and the (N,)
-    mask of those rows; float16 stays float16 (converted in batches by the caller)."""
-    kind = column.type
+#: Rows of embeddings read at a time.
+BATCH_ROWS = 65_536
+
+
+def _check_type(kind: pa.DataType, where: str) -> None:
     if (
         not (
             pa.types.is_list(kind)
@@ -158,31 +181,42 @@ def _embeddings(column: pa.ChunkedArray, where: str) -> tuple[np.ndarray, np.nda
         raise FeatureFileError(
             f"{where}: column 'embedding' is {kind}, expected a list of float16 or float32"
         )
-    col = column.combine_chunks()
+
+
+def _embeddings(
+    column: pa.Array, where: str, start: int, width: tuple[int, int] | None
+) -> tuple[np.ndarray, np.ndarray, tuple[int, int] | None]:
+    """One batch of the ``embedding`` column (its first row is file row ``start``) as an
+    (R, D) array of its R non-null rows, the batch's mask of those rows, and the width
+    (D and the file row that set it: the first non-null row of the file)."""
+    col = column.combine_chunks() if isinstance(column, pa.ChunkedArray) else column
     has = ~pc.is_null(col).to_numpy(zero_copy_only=False)
     lengths = pc.list_value_length(col).fill_null(0).to_numpy(zero_copy_only=False)
     if not has.any():
-        raise FeatureFileError(f"{where}: column 'embedding' has no values")
-    dim = int(lengths[has][0])
+        return np.zeros((0, width[0] if width else 0), np.float32), has, width
+    if width is None:
+        first = int(np.flatnonzero(has)[0])
+        width = (int(lengths[first]), start + first)
+        if width[0] == 0:
+            raise FeatureFileError(f"{where}: embeddings of width 0")
+    dim = width[0]
     bad = np.flatnonzero(has & (lengths != dim))
     if len(bad):
         raise FeatureFileError(
-            f"{where} row {bad[0] + 1}: an embedding of {lengths[bad[0]]} values, expected "
-            f"{dim} (the width of row {int(np.flatnonzero(has)[0]) + 1})"
+            f"{where} row {start + bad[0] + 1}: an embedding of {lengths[bad[0]]} values, "
+            f"expected {dim} (the width of row {width[1] + 1})"
         )
-    if dim == 0:
-        raise FeatureFileError(f"{where}: embeddings of width 0")
     flat = col.flatten()
     if flat.null_count:
         owner = np.repeat(np.arange(len(lengths)), lengths)
         row = owner[np.flatnonzero(pc.is_null(flat).to_numpy(zero_copy_only=False))[0]]
-        raise FeatureFileError(f"{where} row {row + 1}: a null value inside the embedding")
+        raise FeatureFileError(f"{where} row {start + row + 1}: a null value inside the embedding")
     values = flat.to_numpy(zero_copy_only=False).reshape(-1, dim)
     nan = ~np.isfinite(values).all(axis=1)
     if nan.any():
         row = int(np.flatnonzero(has)[np.flatnonzero(nan)[0]])
-        raise FeatureFileError(f"{where} row {row + 1}: NaN or infinity in the embedding")
-    return values, has
+        raise FeatureFileError(f"{where} row {start + row + 1}: NaN or infinity in the embedding")
+    return values, has, width
 
 
 def write_feature_file(path: Path, ids: np.ndarray, values: np.ndarray) -> None:
@@ -200,4 +234,4 @@ def write_feature_file(path: Path, ids: np.ndarray, values: np.ndarray) -> None:
         }
     )
     with atomic_path(Path(path)) as tmp:
-        pq.write_table(table, tmp)
+        pq.write_table(table, tmp, row_group_size=BATCH_ROWS)

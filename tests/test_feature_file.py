@@ -229,3 +229,33 @@ def test_top_classes_at_or_above_k_give_the_same_files(
     first_two = c4.loc[ok, "top_confidences"].map(lambda v: list(v[:2]))
     assert first_two.tolist() == c2.loc[ok, "top_confidences"].map(list).tolist()
     np.testing.assert_array_equal(c2["confidence"], c4["confidence"])
+
+
+def test_embeddings_stream_in_batches(
+    files: tuple[Path, Path, pd.DataFrame], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Read in batches, the features equal a whole read, and errors name the file's row."""
+    from noisyclean import feature_file
+    from noisyclean.manifest import load_manifest
+
+    manifest, feats, _ = files
+    m = load_manifest(manifest, check_files=False)
+    whole = feature_file.FeatureFile.open(feats).load(m)
+    monkeypatch.setattr(feature_file, "BATCH_ROWS", 7)
+    small = feature_file.FeatureFile.open(feats).load(m)
+    np.testing.assert_array_equal(whole.values, small.values)
+    assert (whole.status == small.status).all()
+    rows: list[list[float] | None] = [[1.0, 2.0]] * 30
+    rows = [None] * 9 + rows
+    rows[20] = [1.0, 2.0, 3.0]
+    pq.write_table(
+        pa.table(
+            {
+                "id": [f"s{i:03d}" for i in range(39)],
+                "embedding": pa.array(rows, pa.list_(pa.float32())),
+            }
+        ),
+        tmp_path / "late.parquet",
+    )
+    with pytest.raises(feature_file.FeatureFileError, match="row 21: an embedding of 3 values"):
+        feature_file.FeatureFile.open(tmp_path / "late.parquet").load(m)
