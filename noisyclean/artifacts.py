@@ -178,17 +178,21 @@ def check_writable_dir(folder: Path, *, what: str, create: bool = False) -> None
 # --------------------------------------------------------------------------- Parquet
 
 
+def list_array(values: pa.Array, lengths: np.ndarray, valid: np.ndarray) -> pa.ListArray:
+    """A list column from its flat ``values``: row i holds the next ``lengths[i]`` values,
+    or is null where not ``valid``. Built from buffers: no Python object per value."""
+    offsets = np.zeros(len(lengths) + 1, dtype=np.int64)
+    np.cumsum(np.where(valid, lengths, 0), out=offsets[1:])
+    lists = pa.LargeListArray.from_arrays(pa.array(offsets), values, mask=pa.array(~valid))
+    return lists.cast(pa.list_(values.type))
+
+
 def list_column(values: np.ndarray, usable: np.ndarray) -> pa.ListArray:
-    """(N, D) rows as a list<float32> column built from the numpy buffer: the usable rows'
-    values, null for the rest. No Python object per value."""
+    """(N, D) rows as a list<float32> column: the usable rows' values, null for the rest."""
     values = np.asarray(values, dtype=np.float32)
     usable = np.asarray(usable, dtype=bool)
-    n, d = values.shape
-    lengths = np.where(usable, d, 0)
-    offsets = np.zeros(n + 1, dtype=np.int32 if n * d < 2**31 else np.int64)
-    np.cumsum(lengths, out=offsets[1:])
     flat = pa.array(np.ascontiguousarray(values[usable]).reshape(-1), type=pa.float32())
-    return pa.ListArray.from_arrays(pa.array(offsets), flat, mask=pa.array(~usable))
+    return list_array(flat, np.full(len(values), values.shape[1]), usable)
 
 
 def _fixed_rows(
@@ -473,11 +477,7 @@ def write_conf(path: Path, conf: Conf) -> None:
     names = pa.array(conf.meta.classes, type=pa.string())
     codes = pa.array(np.ascontiguousarray(conf.top_classes[ok]).reshape(-1).astype(np.int32))
     labels = pa.DictionaryArray.from_arrays(codes, names).cast(pa.string())
-    offsets = np.zeros(n + 1, dtype=np.int64)
-    np.cumsum(np.where(ok, width, 0), out=offsets[1:])
-    top_labels = pa.LargeListArray.from_arrays(pa.array(offsets), labels, mask=pa.array(~ok)).cast(
-        pa.list_(pa.string())
-    )
+    top_labels = list_array(labels, np.full(n, width), ok)
     _write_parquet(
         path,
         conf.frame,

@@ -287,8 +287,9 @@ def train_run(
             device=config.device,
         )
     # Rows score could not use stay unusable; rows it used are checked again (files move).
-    feats = _features(_manifest_from_conf(conf), source, progress=feature_progress)
-    m = _manifest_from_conf(conf).with_status(feats.status)
+    rows = _manifest_from_conf(conf)
+    feats = _features(rows, source, progress=feature_progress)
+    m = rows.with_status(feats.status)
     ok, train, labels = m.ok_mask, m.train_mask, m.label_index
     if not train.any():
         raise NoisyCleanError(f"{conf_path}: no usable train rows to train on")

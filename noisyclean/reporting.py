@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import re
 import time
+from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
@@ -168,10 +169,7 @@ def unreadable_rows(frame: pd.DataFrame, reasons: dict[int, str]) -> None:
             table.add_row(clean(frame["id"].iloc[i]), clean(frame["path"].iloc[i]), clean(reason))
         out.print(table)
         return
-    counts: dict[str, int] = {}
-    for reason in why:
-        counts[reason] = counts.get(reason, 0) + 1
-    for reason, n in sorted(counts.items(), key=lambda kv: -kv[1]):
+    for reason, n in Counter(why).most_common():
         _line(f"{n} unreadable: {clean(reason)}")
     _line("(each row's status is in the output; rows with status 'unreadable' are the ones)")
 

@@ -20,6 +20,7 @@ import numpy as np
 import pyarrow as pa
 
 from noisyclean import knn
+from noisyclean.artifacts import list_array
 from noisyclean.confidence import TopClasses
 from noisyclean.configs import SuspectConfig
 from noisyclean.flagging import Flags, sparse_flags
@@ -101,12 +102,8 @@ def id_lists(ids: pa.Array, rows: np.ndarray, valid: np.ndarray) -> pa.ListArray
     """(N, L) row positions (-1 pads) as a list<string> column of the rows' ids; null
     where not ``valid``. Built with pyarrow's ``take``: no Python object per value."""
     keep = (rows >= 0) & valid[:, None]
-    lengths = keep.sum(axis=1)
-    offsets = np.zeros(len(rows) + 1, dtype=np.int64)
-    np.cumsum(lengths, out=offsets[1:])
     values = ids.take(pa.array(rows[keep].astype(np.int64)))
-    lists = pa.LargeListArray.from_arrays(pa.array(offsets), values, mask=pa.array(~valid))
-    return lists.cast(pa.list_(pa.string()))
+    return list_array(values, keep.sum(axis=1), valid)
 
 
 def _first_of_class(
