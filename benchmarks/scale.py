@@ -15,10 +15,12 @@ is measured the same way on the same features. Every subprocess gets
 
 The data. K class centres on the unit sphere, in groups of ``SIBLINGS`` look-alike
 classes (sibling centres have cosine 0.5). A row is its class centre plus Gaussian noise
-of norm ``--spread`` that lies mostly in a shared ``INTRINSIC``-dimensional subspace (with
-a tenth of it isotropic), scaled to unit length: real embeddings vary along few
-directions, and isotropic noise in 512 dimensions makes every neighbour nearly
-equidistant, which no approximate index (and no real dataset) resembles. A share
+of norm ``--spread`` that lies mostly in an ``INTRINSIC``-dimensional subspace of its
+own class (with a tenth of it isotropic), scaled to unit length: real embeddings of a
+class vary along few directions, and those differ between classes. (Isotropic noise
+in 512 dimensions makes every neighbour nearly equidistant; one subspace shared by all
+classes makes neighbours depend mostly on noise that ignores the class. Neither looks
+like real embeddings, and both defeat any approximate index.) A share
 ``--overlap`` of the rows sits
 around another (random) class's centre instead: atypical or ambiguous images. Those
 are what keeps detection below 1: to every detector they look just like mislabelled
@@ -211,6 +213,15 @@ def class_centres(classes: int, rng: np.random.Generator) -> np.ndarray:
 
 #: Dimensions the within-class variation mostly lies in (see the module docstring).
 INTRINSIC = 16
+#: Version of the generator, recorded with the data: data of another version is not reused
+#: (2: one subspace shared by all classes; 3: a subspace per class).
+GENERATOR = 3
+
+
+def class_basis(c: int, seed: int) -> np.ndarray:
+    """(DIM, INTRINSIC) float32 orthonormal directions along which class ``c`` varies."""
+    rng = np.random.default_rng([seed, 7, c])
+    return np.linalg.qr(rng.standard_normal((DIM, INTRINSIC)))[0].astype(np.float32)
 
 
 def _unit(x: np.ndarray) -> np.ndarray:
@@ -244,17 +255,20 @@ def generate(rows: int, classes: int, config: DataConfig) -> Synthetic:
     noisy[flip] = _other_class(true[flip], classes, rng)
 
     features = np.empty((rows, DIM), dtype=np.float16)
-    basis = np.linalg.qr(rng.standard_normal((DIM, INTRINSIC)))[0].astype(np.float32)
     low = np.float32(config.spread / math.sqrt(INTRINSIC))
     iso = np.float32(0.1 * config.spread / math.sqrt(DIM))
     for i, start in enumerate(range(0, rows, CHUNK)):
         part = slice(start, min(start + CHUNK, rows))
         chunk_rng = np.random.default_rng([config.seed, rows, classes, i])
         n = part.stop - start
-        x = chunk_rng.standard_normal((n, INTRINSIC), dtype=np.float32) @ basis.T
-        x *= low
-        x += iso * chunk_rng.standard_normal((n, DIM), dtype=np.float32)
+        z = chunk_rng.standard_normal((n, INTRINSIC), dtype=np.float32) * low
+        x = iso * chunk_rng.standard_normal((n, DIM), dtype=np.float32)
         x += centres[around[part]]
+        # Each row varies along the subspace of the class it is drawn around.
+        order = np.argsort(around[part], kind="stable")
+        cls, first = np.unique(around[part][order], return_index=True)
+        for c, rows_c in zip(cls, np.split(order, first[1:]), strict=True):
+            x[rows_c] += z[rows_c] @ class_basis(int(c), config.seed).T
         x /= np.linalg.norm(x, axis=1, keepdims=True)
         features[part] = x
     return Synthetic(features=features, true=true, noisy=noisy, train=train, outlier=outlier)
@@ -317,7 +331,13 @@ def generate_files(folder: Path, rows: int, classes: int, config: DataConfig) ->
 
 def data_settings(rows: int, classes: int, config: DataConfig) -> dict[str, Any]:
     """What ``data.json`` records as the settings of a point's data."""
-    return {"rows": rows, "classes": classes, "dim": DIM, **asdict(config)}
+    return {
+        "rows": rows,
+        "classes": classes,
+        "dim": DIM,
+        "generator": GENERATOR,
+        **asdict(config),
+    }
 
 
 # ---------------------------------------------------------------------------------------

@@ -56,6 +56,20 @@ def test_generator_noise_split_and_imbalance() -> None:
     assert len(np.unique(data.noisy[wrong])) == 10
 
 
+def test_rows_vary_along_their_own_class_subspace() -> None:
+    config = scale.DataConfig(seed=1)
+    data = scale.generate(4000, 8, config)
+    x = data.features.astype(np.float32)
+    c = 3
+    rows = np.flatnonzero((data.true == c) & ~data.outlier)
+    spread = x[rows] - x[rows].mean(axis=0)
+    own = np.linalg.norm(spread @ scale.class_basis(c, config.seed)) ** 2
+    other = np.linalg.norm(spread @ scale.class_basis(c + 1, config.seed)) ** 2
+    total = np.linalg.norm(spread) ** 2
+    assert own / total > 0.8  # most of the variation lies in the class's own subspace
+    assert other / total < 0.1
+
+
 def test_class_sizes_add_up() -> None:
     for rows, classes in ((100, 7), (2000, 50), (10_000, 1000), (999, 999)):
         sizes = scale.class_sizes(rows, classes, 10.0)
