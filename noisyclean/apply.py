@@ -5,6 +5,19 @@
 does not name is kept. The cleaned manifest keeps the input's columns and row order;
 the dropped rows go, unchanged, to a sidecar named like the output with ``.dropped``
 before its extension, so that rows in = rows out + rows dropped.
+
+The manifest and the output may be URLs (``s3://``, ``gs://``...; see
+``noisyclean.sources``). A local output is written atomically (a temporary file, then a
+rename); a remote one is written locally, then uploaded in one ``put_file`` (one PUT, or
+one multipart upload completed at once), so a reader sees the old object or the new
+one. A Parquet manifest's ``image`` column and its Hugging Face metadata are carried
+through; an integer ``label`` coded with ``ClassLabel`` names stays coded (a relabel
+names a class, and is written as its index).
+
+The manifest's rows are the user's own: their paths are written as given, credentials
+in a URL included (the cleaned manifest must still reach the images). Everything
+noisyclean writes about the rows (conf.parquet, runs, the review page) holds them
+redacted.
 """
 
 from __future__ import annotations
@@ -17,10 +30,18 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
 
 from noisyclean.artifacts import atomic_path
 from noisyclean.errors import NoisyCleanError
-from noisyclean.manifest import load_manifest, read_table
+from noisyclean.manifest import (
+    IMAGE_COLUMN,
+    ManifestTable,
+    manifest_from_table,
+    read_manifest_table,
+)
+from noisyclean.sources import URL, Location, as_location, is_url, write_output
 
 DECISIONS = ("keep", "relabel", "drop")
 DECISION_COLUMNS = ("id", "decision", "new_label")
@@ -47,8 +68,8 @@ class ApplySummary:
         warnings: one line each, about what ``apply`` did but the user may not expect.
     """
 
-    output: Path
-    dropped_path: Path
+    output: Location
+    dropped_path: Location
     rows_in: int
     kept: int
     dropped: int
@@ -61,13 +82,18 @@ class ApplySummary:
         return self.kept + sum(self.relabelled.values())
 
 
-def dropped_path(output: Path) -> Path:
-    """``clean.csv`` → ``clean.dropped.csv``."""
+def dropped_path(output: Location) -> Location:
+    """``clean.csv`` → ``clean.dropped.csv`` (a URL's too)."""
+    if isinstance(output, URL):
+        stem = output.name[: len(output.name) - len(output.suffix)]
+        return output.with_name(f"{stem}.dropped{output.suffix}")
     output = Path(output)
     return output.with_name(f"{output.stem}.dropped{output.suffix}")
 
 
-def _same_file(a: Path, b: Path) -> bool:
+def _same_file(a: Location, b: Location) -> bool:
+    if isinstance(a, URL) or isinstance(b, URL):
+        return isinstance(a, URL) and isinstance(b, URL) and a.object_id == b.object_id
     if a == b:
         return True
     try:
@@ -76,7 +102,7 @@ def _same_file(a: Path, b: Path) -> bool:
         return False
 
 
-def _check_outputs(manifest: Path, decisions: Path, output: Path) -> Path:
+def _check_outputs(manifest: Location, decisions: Path, output: Location) -> Location:
     """The sidecar path, once neither output would overwrite an input."""
     if output.suffix.lower() not in _CSV + _PARQUET:
         raise DecisionsError(f"{output}: the output must end in .csv or .parquet")
@@ -238,32 +264,73 @@ def _label_text(value: object) -> str:
     return str(value)
 
 
-def _write(frame: pd.DataFrame, path: Path) -> None:
+def _class_indices(
+    relabel_to: list[str], names: list[str], *, where: str, rows: list[int], ids: np.ndarray
+) -> list[str]:
+    """New labels as the ClassLabel indices an integer label column is coded with."""
+    index = {name: i for i, name in enumerate(names)}
+    for row, label in zip(rows, relabel_to, strict=True):
+        if label not in index:
+            raise DecisionsError(
+                f"{where} (id '{ids[row]}'): new_label '{label}' is not one of the ClassLabel "
+                f"names the manifest's integer label column is coded with ({len(names)} names "
+                "in its Hugging Face metadata); it can't be written there"
+            )
+    return [str(index[label]) for label in relabel_to]
+
+
+def _table(frame: pd.DataFrame, source: ManifestTable, keep: np.ndarray) -> pa.Table:
+    """``frame`` (the rows ``keep`` of ``source``) as Arrow, with ``source``'s image column
+    (the same rows) back in its place and its Hugging Face metadata."""
+    table = pa.Table.from_pandas(frame, preserve_index=False)
+    if source.image is not None:
+        image = source.image.filter(pa.array(keep))
+        table = table.add_column(min(source.image_position, table.num_columns), IMAGE_COLUMN, image)
+    extra = {k: v for k, v in source.metadata.items() if k == b"huggingface"}
+    if extra:
+        table = table.replace_schema_metadata({**(table.schema.metadata or {}), **extra})
+    return table
+
+
+def _write(frame: pd.DataFrame, path: Location, source: ManifestTable, keep: np.ndarray) -> None:
+    def write(local: Path) -> None:
+        if path.suffix.lower() in _PARQUET:
+            pq.write_table(_table(frame, source, keep), local)
+        else:
+            frame.to_csv(local, index=False, lineterminator="\n")
+
+    if isinstance(path, URL):
+        write_output(path, write)  # raises NoisyCleanError naming the URL
+        return
     try:
         with atomic_path(path) as tmp:
-            if path.suffix.lower() in _PARQUET:
-                frame.to_parquet(tmp, index=False)
-            else:
-                frame.to_csv(tmp, index=False, lineterminator="\n")
+            write(tmp)
     except OSError as err:
         raise DecisionsError(f"{path}: cannot write ({err.strerror or err})") from None
 
 
+def _location(location: str | os.PathLike[str]) -> Location:
+    where = as_location(location)
+    return where.expanduser().resolve() if isinstance(where, Path) else where
+
+
 def apply_decisions(
-    manifest_path: str | Path,
+    manifest_path: str | os.PathLike[str],
     decisions_path: str | Path,
-    output: str | Path,
+    output: str | os.PathLike[str],
     *,
     allow_new_labels: bool = False,
 ) -> ApplySummary:
     """Write the cleaned manifest to ``output`` and the dropped rows beside it.
 
     Args:
-        manifest_path: the manifest the run was made from (.csv or .parquet). Rows are
-            matched by its ``id`` column or, without one, by the 0-based row number.
+        manifest_path: the manifest the run was made from (.csv or .parquet; a file or
+            a URL). Rows are matched by its ``id`` column or, without one, by the
+            0-based row number.
         decisions_path: ``decisions.csv`` exported by the review page.
-        output: the cleaned manifest (.csv or .parquet, whatever the input's format);
-            the dropped rows go to ``dropped_path(output)``.
+        output: the cleaned manifest (.csv or .parquet, whatever the input's format; a
+            file or a URL); the dropped rows go to ``dropped_path(output)``. A manifest
+            with an ``image`` column can only be written as Parquet.
         allow_new_labels: accept a ``new_label`` that no manifest row has.
 
     Raises:
@@ -272,13 +339,19 @@ def apply_decisions(
             missing columns, or an output that would overwrite an input.
         ManifestError: the manifest itself is unusable (see ``load_manifest``).
     """
-    src = Path(manifest_path).expanduser().resolve()
+    src = _location(manifest_path)
     dec = Path(decisions_path).expanduser().resolve()
-    out = Path(output).expanduser().resolve()
+    out = _location(output)
     sidecar = _check_outputs(src, dec, out)
 
-    manifest = load_manifest(src, check_files=False)
-    raw = read_table(src)
+    source = read_manifest_table(src)  # read once, even from a store
+    manifest = manifest_from_table(source, src, check_files=False)
+    raw = source.frame
+    if source.image is not None and out.suffix.lower() not in _PARQUET:
+        raise DecisionsError(
+            f"{out}: the manifest carries its images in an '{IMAGE_COLUMN}' column, which "
+            "CSV can't hold; write .parquet"
+        )
     ids = manifest.frame["id"].to_numpy(dtype=object)
     labels = manifest.frame["label"].to_numpy(dtype=object)
     decisions = read_decisions(dec)
@@ -304,18 +377,29 @@ def apply_decisions(
             pairs[(str(labels[i]), new_label)] += 1
 
     for target in (sidecar, out):
-        if target.is_dir():
+        if isinstance(target, Path) and target.is_dir():
             raise DecisionsError(f"{target}: is a folder; give a file name (.csv or .parquet)")
+    names = source.class_names("label")
+    written_to = relabel_to
+    if names is not None and pd.api.types.is_integer_dtype(raw["label"].dtype):
+        written_to = _class_indices(
+            relabel_to, names, where=f"{dec.name}", rows=relabel_rows, ids=ids
+        )
     cleaned = raw.copy()
     cleaned["label"] = _with_labels(
-        raw["label"], np.asarray(relabel_rows, dtype=np.int64), relabel_to
+        raw["label"], np.asarray(relabel_rows, dtype=np.int64), written_to
     )
-    _write(raw[drop], sidecar)
-    _write(cleaned[~drop], out)
+    _write(raw[drop], sidecar, source, drop)
+    _write(cleaned[~drop], out, source, ~drop)
     n_relabelled = len(relabel_rows)
     warnings = []
-    relative = [p for p in manifest.frame["path"] if not Path(p).expanduser().is_absolute()]
-    if relative and out.parent != src.parent:
+    given = raw["path"] if "path" in raw.columns else pd.Series([], dtype=object)
+    relative = [  # paths of the manifest's own (not the names of embedded images)
+        p
+        for p in given
+        if isinstance(p, str) and p and not is_url(p) and not Path(p).expanduser().is_absolute()
+    ]
+    if relative and str(out.parent) != str(src.parent):
         warnings.append(
             f"{out.name} is not in the manifest's folder ({src.parent}), so its "
             f"{len(relative)} relative paths no longer resolve to the images there"

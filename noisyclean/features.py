@@ -1,21 +1,25 @@
 """Frozen backbone features for every manifest row, cached on disk.
 
 The cache key of one image is the backbone, its preprocessing (image size, mean, std),
-the resolved path, the file's byte size and its mtime. Finished features are written to
-the cache at least every ``FLUSH_SECONDS``, at the end of a run and when a run is
-interrupted (Ctrl-C) or fails, so a rerun computes only what is missing, and even a
-``kill -9`` loses at most the last few seconds of work. Only usable features are cached:
-an image that could not be read is tried again on the next run (its permissions may have
-been fixed since). Images are decoded by ``noisyclean.images``. The cache's layout is this
-module's own business.
+and the image's own key from ``noisyclean.sources``: for a local file the resolved path,
+the file's byte size and its mtime; for an object in a store its URL (credentials
+redacted) and ETag (or size, where the store gives no ETag), from one ``info()`` per
+object; for bytes embedded in the manifest a hash of the bytes. An object is downloaded
+once, when its features are computed; a cached row is never downloaded. Finished
+features are written to the cache at least every ``FLUSH_SECONDS``, at the end of a run
+and when a run is interrupted (Ctrl-C) or fails, so a rerun computes only what is
+missing, and even a ``kill -9`` loses at most the last few seconds of work. Only usable
+features are cached: an image that could not be read is tried again on the next run
+(its permissions may have been fixed since). Images are decoded by
+``noisyclean.images``. The cache's layout is this module's own business.
 
 Cache layout: one folder per backbone and image size (named by a digest of both; its
 ``spec.json`` says which), holding append-only shards, one per flush:
 
 - ``shard-<uuid>.features.npy``: shape (n, D), float32, one feature vector per row; read
   through a memory map.
-- ``shard-<uuid>.keys.npy``: shape (n, 2), uint64, the row's file key (see
-  ``file_keys``).
+- ``shard-<uuid>.keys.npy``: shape (n, 2), uint64, the row's image key (see
+  ``file_keys`` and ``noisyclean.sources.Sources.keys``).
 
 Both are written to a temporary file and renamed into place, the features first and the
 keys last: a shard counts only once its keys file is complete and its features file holds
@@ -44,21 +48,32 @@ import os
 import signal
 import time
 import uuid
-from collections.abc import Callable, Iterator, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 import torch
 from PIL import Image
 from torch.utils.data import DataLoader, Dataset
 
-from noisyclean.backbones import Backbone, load_backbone, native_image_size
+from noisyclean.backbones import Backbone, default_precision, load_backbone, native_image_size
 from noisyclean.configs import DEFAULT_BACKBONE
 from noisyclean.images import error_reason, load_image
 from noisyclean.manifest import Manifest
+from noisyclean.sources import HASH_KEYS, Sources, file_keys
+
+__all__ = [
+    "HASH_KEYS",
+    "CacheIndex",
+    "FeatureCache",
+    "FeatureConfig",
+    "Features",
+    "default_cache_dir",
+    "extract_features",
+    "file_keys",
+    "load_image",
+]
 
 #: Called after each batch with (images done, images to do).
 Progress = Callable[[int, int], None]
@@ -66,13 +81,6 @@ Progress = Callable[[int, int], None]
 FLUSH_SECONDS = 5.0
 #: ...and whenever this many are waiting.
 CHUNK_ROWS = 2048
-#: A file key is two 64-bit SipHash-2-4 values of the same bytes under these two keys.
-HASH_KEYS = ("noisyclean-key-0", "noisyclean-key-1")
-#: Files are stat'ed this many at a time; when the first of them took longer than
-#: ``SLOW_STAT_SECONDS`` each (a network disk), the rest by ``STAT_THREADS`` threads.
-STAT_CHUNK = 4096
-SLOW_STAT_SECONDS = 50e-6
-STAT_THREADS = 8
 
 
 def default_cache_dir() -> Path:
@@ -86,79 +94,31 @@ class _Images(Dataset[tuple[torch.Tensor, str]]):
     """Preprocessed images; a failed one is zeros and its reason ("" when it's fine)."""
 
     def __init__(
-        self, paths: Sequence[Path], transform: Callable[[Image.Image], torch.Tensor], size: int
+        self,
+        sources: Sources,
+        rows: np.ndarray,
+        transform: Callable[[Image.Image], torch.Tensor],
+        size: int,
     ):
-        self.paths = paths
+        self.sources = sources
+        self.rows = rows
         self.transform = transform
         self.size = size
 
     def __len__(self) -> int:
-        return len(self.paths)
+        return len(self.rows)
 
     def __getitem__(self, i: int) -> tuple[torch.Tensor, str]:
         try:
-            return self.transform(load_image(self.paths[i], self.size)), ""
+            # A file is read, an object downloaded (once: cached rows never get here),
+            # embedded bytes taken as they are (one row's at a time); all decoded by
+            # load_image.
+            source = self.sources[int(self.rows[i])]
+            if source is None:
+                return torch.zeros(3, self.size, self.size), "no image"
+            return self.transform(load_image(source, self.size)), ""
         except Exception as err:  # UnreadableImageError, or the odd image preprocessing rejects
             return torch.zeros(3, self.size, self.size), error_reason(err)
-
-
-def file_keys(paths: Sequence[Path]) -> tuple[np.ndarray, dict[int, OSError]]:
-    """The cache key's file part of each path: the path, byte size and mtime, in 128 bits.
-
-    Each file is ``stat``-ed (one system call a file, in threads on a slow disk); the
-    bytes ``path\0size\0mtime_ns`` of all of them are then hashed at once, by pandas'
-    SipHash-2-4 under each of the two ``HASH_KEYS``.
-
-    Args:
-        paths: the files, as the manifest resolves them.
-
-    Returns:
-        keys: shape (N, 2), uint64; the rows of files that could not be stat-ed are zeros.
-        errors: position -> the ``OSError`` from ``stat``: ``FileNotFoundError`` when the
-            file is gone, ``PermissionError`` when a folder on its path may not be entered.
-    """
-    names = [os.fsencode(p) for p in paths]  # bytes: any file name, UTF-8 or not
-    stats = _stat_all(names)
-    errors = {i: st for i, st in enumerate(stats) if isinstance(st, OSError)}
-    data = np.empty(len(names) - len(errors), dtype=object)  # bytes, hashed as they are
-    data[:] = [
-        b"%b\0%d\0%d" % (name, st.st_size, st.st_mtime_ns)
-        for name, st in zip(names, stats, strict=True)
-        if not isinstance(st, OSError)
-    ]
-    ok = np.ones(len(names), dtype=bool)
-    ok[list(errors)] = False
-    keys = np.zeros((len(names), 2), dtype=np.uint64)
-    for col, hash_key in enumerate(HASH_KEYS):
-        keys[ok, col] = pd.util.hash_array(data, hash_key=hash_key, categorize=False)
-    return keys, errors
-
-
-def _stat_chunk(names: Sequence[bytes]) -> list[os.stat_result | OSError]:
-    """``os.stat`` of each file, or the error it raised."""
-    out: list[os.stat_result | OSError] = []
-    for name in names:
-        try:
-            out.append(os.stat(name))
-        except OSError as err:
-            out.append(err)
-    return out
-
-
-def _stat_all(names: Sequence[bytes]) -> list[os.stat_result | OSError]:
-    """``_stat_chunk`` of all files: the first ``STAT_CHUNK`` in this thread, and the rest
-    in ``STAT_THREADS`` threads when those took over ``SLOW_STAT_SECONDS`` each (a
-    network disk; on a local disk threads only add overhead)."""
-    started = time.perf_counter()
-    first = _stat_chunk(names[:STAT_CHUNK])
-    rest = names[STAT_CHUNK:]
-    if not rest:
-        return first
-    if time.perf_counter() - started <= SLOW_STAT_SECONDS * len(first):
-        return first + _stat_chunk(rest)
-    chunks = [rest[i : i + STAT_CHUNK] for i in range(0, len(rest), STAT_CHUNK)]
-    with ThreadPoolExecutor(min(STAT_THREADS, len(chunks))) as pool:
-        return first + [st for part in pool.map(_stat_chunk, chunks) for st in part]
 
 
 @dataclass(frozen=True)
@@ -248,13 +208,17 @@ def _as_v16(keys: np.ndarray) -> np.ndarray:
 class FeatureCache:
     """Append-only store of file key -> feature vector, for images that were usable.
 
-    One folder per backbone and image size; the backbone's name fixes its weights and
-    normalisation, so the two together fix the preprocessing. Each ``add`` writes one
-    shard; the module's docstring describes the layout.
+    One folder per backbone, image size and precision; the backbone's name fixes its
+    weights and normalisation, so these together fix the preprocessing and the numbers.
+    Features computed under autocast (``precision`` bfloat16 or float16, on a GPU) are
+    kept apart from float32 ones. Each ``add`` writes one shard; the module's docstring
+    describes the layout.
     """
 
-    def __init__(self, root: Path, backbone: str, image_size: int):
-        self.spec = {"backbone": backbone, "image_size": image_size}
+    def __init__(self, root: Path, backbone: str, image_size: int, precision: str = "float32"):
+        self.spec: dict[str, str | int] = {"backbone": backbone, "image_size": image_size}
+        if precision != "float32":  # float32 folders keep the name they had before
+            self.spec["precision"] = precision
         digest = hashlib.sha1(json.dumps(self.spec, sort_keys=True).encode()).hexdigest()[:16]
         self.dir = Path(root) / digest
 
@@ -413,14 +377,15 @@ def extract_features(
     """
     backbone = config.backbone
     size = config.image_size or native_image_size(backbone)
-    paths = manifest.resolved_paths
+    sources = manifest.sources
+    n_rows = len(sources)
     status = manifest.frame["status"].to_numpy(dtype=object).copy()
     reasons: dict[int, str] = {}
     # The manifest's "unreadable" (a path it may not stat) is looked at again here, for
     # its reason, or because it has been fixed since.
     looked = np.flatnonzero(np.isin(status, ["ok", "unreadable"]))
     status[looked] = "ok"
-    looked_keys, errors = file_keys([paths[i] for i in looked])
+    looked_keys, errors = sources.keys(looked)
     for j, err in errors.items():
         i = int(looked[j])
         if isinstance(err, FileNotFoundError | NotADirectoryError):  # removed since
@@ -431,19 +396,20 @@ def extract_features(
     keyed = np.ones(len(looked), dtype=bool)
     keyed[list(errors)] = False
     rows = looked[keyed]  # the rows with a file key
-    keys = np.zeros((len(paths), 2), dtype=np.uint64)
+    keys = np.zeros((n_rows, 2), dtype=np.uint64)
     keys[rows] = looked_keys[keyed]
 
-    cache = FeatureCache(config.resolved_cache_dir, backbone, size)
+    precision = default_precision(config.device)
+    cache = FeatureCache(config.resolved_cache_dir, backbone, size, precision)
     index = cache.index()
-    where = np.full(len(paths), -1, dtype=np.int64)
+    where = np.full(n_rows, -1, dtype=np.int64)
     where[rows] = index.find(keys[rows])
-    values = np.zeros((len(paths), index.dim), dtype=np.float32)
+    values = np.zeros((n_rows, index.dim), dtype=np.float32)
     got = index.gather(where, values)  # rows that hold their features
     todo = rows[~got[rows]]
     if len(todo):
-        model = load_backbone(backbone, image_size=size, device=config.device)
-        batches = _batches(model, [paths[i] for i in todo], config.batch_size, config.workers)
+        model = load_backbone(backbone, image_size=size, device=config.device, precision=precision)
+        batches = _batches(model, sources, todo, config.batch_size, config.workers)
         flush_seconds = float(os.environ.get("NOISYCLEAN_FLUSH_SECONDS", FLUSH_SECONDS))
         after_batch = _testing_hook()
         pending: list[np.ndarray] = []  # rows computed but not cached yet
@@ -461,7 +427,7 @@ def extract_features(
         try:
             for n, (feats, why) in enumerate(batches, start=1):
                 if not values.shape[1]:  # nothing was in the cache: the length is known now
-                    values = np.zeros((len(paths), feats.shape[1]), dtype=np.float32)
+                    values = np.zeros((n_rows, feats.shape[1]), dtype=np.float32)
                 batch = todo[done : done + len(why)]
                 usable = np.array([not reason for reason in why], dtype=bool)
                 reasons.update((int(i), r) for i, r in zip(batch, why, strict=True) if r)
@@ -506,11 +472,11 @@ def _testing_hook() -> Callable[[int], None]:
 
 
 def _batches(
-    backbone: Backbone, paths: Sequence[Path], batch_size: int, workers: int
+    backbone: Backbone, sources: Sources, rows: np.ndarray, batch_size: int, workers: int
 ) -> Iterator[tuple[np.ndarray, list[str]]]:
-    """Features of ``paths`` in order, one batch at a time: (features, reasons), where a
-    reason is "" for a usable image."""
-    dataset = _Images(paths, backbone.preprocess(), backbone.spec.image_size)
+    """Features of the images of ``rows`` in order, one batch at a time: (features,
+    reasons), where a reason is "" for a usable image."""
+    dataset = _Images(sources, rows, backbone.preprocess(), backbone.spec.image_size)
     device = next(backbone.model.parameters()).device
     loader = DataLoader(
         dataset,

@@ -1,7 +1,8 @@
 """Opening and decoding images: the one place a file becomes an 8-bit RGB picture.
 
 Every image the package looks at (features, review thumbnails) goes through
-``load_image``. It
+``load_image``, wherever its bytes are (a file, an object in a store, bytes embedded in
+a manifest: ``noisyclean.sources`` knows which). It
 
 - honours the EXIF orientation tag, as a photo viewer does;
 - decodes a large image at reduced size when the caller says how many pixels it needs
@@ -17,18 +18,24 @@ Every image the package looks at (features, review thumbnails) goes through
 Nothing here changes Pillow's global settings (``Image.MAX_IMAGE_PIXELS``,
 ``ImageFile.LOAD_TRUNCATED_IMAGES``): a program that imports the package keeps its own.
 A truncated file is refused because Pillow's default refuses it. This module imports
-Pillow and numpy only (no torch), so it is cheap to use anywhere.
+Pillow, numpy and ``noisyclean.sources`` only (no torch; fsspec only when a URL is
+read), so it is cheap to use anywhere.
 """
 
 from __future__ import annotations
 
+import io
 import os
 import threading
 import warnings
 from pathlib import Path
+from typing import IO
 
 import numpy as np
 from PIL import Image, UnidentifiedImageError
+
+from noisyclean.errors import NoisyCleanError
+from noisyclean.sources import URL, Blob, ImageSource, SourceError, is_url, read_source
 
 #: The hard limit on an image's pixel count: Pillow's own decompression-bomb limit at its
 #: default setting (twice its default ``MAX_IMAGE_PIXELS``, about 179 megapixels: a
@@ -64,11 +71,12 @@ class UnreadableImageError(Exception):
     """An image that can't be opened or decoded.
 
     Attributes:
-        path: the file.
+        path: the file (for an object in a store, its redacted URL; for embedded
+            bytes, the row's name).
         reason: a few words on why, e.g. ``permission denied``.
     """
 
-    def __init__(self, path: Path, reason: str):
+    def __init__(self, path: Path | str, reason: str):
         super().__init__(f"{path}: {reason}")
         self.path = path
         self.reason = reason
@@ -76,8 +84,10 @@ class UnreadableImageError(Exception):
 
 def error_reason(err: BaseException) -> str:
     """A few words on why a file could not be read or decoded."""
-    if isinstance(err, UnreadableImageError):
+    if isinstance(err, UnreadableImageError | SourceError):
         return err.reason
+    if isinstance(err, FileNotFoundError) and is_url(err.filename):
+        return "no such object"
     if isinstance(err, PermissionError):
         return "permission denied"
     if isinstance(err, FileNotFoundError):
@@ -139,47 +149,74 @@ def _orientation(img: Image.Image) -> int:
         return 1
 
 
-def load_image(path: Path, side: int | None = None) -> Image.Image:
+def load_image(source: ImageSource | str, side: int | None = None) -> Image.Image:
     """Decode an image fully (so truncation is caught here), upright and in 8-bit RGB.
 
     Args:
-        path: the image file.
+        source: where the bytes are (see ``noisyclean.sources``): a local file (a
+            ``Path`` or a path string), a ``URL`` (or a URL string), read through fsspec
+            with retries, or a ``Blob`` of bytes embedded in a manifest. All three are
+            decoded the same way.
         side: the side, in pixels, the caller will resize the image to; an image whose
             shorter side is at least ``2 * KEEP_FACTOR * side`` is decoded at reduced
             size, keeping at least ``KEEP_FACTOR * side`` pixels on both sides. None
             decodes at full size.
 
     Raises:
-        UnreadableImageError: the file can't be read, isn't an image Pillow can decode,
-            is truncated or corrupt, or has more than ``MAX_PIXELS`` pixels.
+        UnreadableImageError: the file or object can't be read (after retries, for an
+            object), isn't an image Pillow can decode, is truncated or corrupt, or has
+            more than ``MAX_PIXELS`` pixels. Its ``path`` is a URL's redacted text.
     """
-    path = Path(path)
+    if isinstance(source, str) and not isinstance(source, URL) and is_url(source):
+        source = URL(source)
+    if isinstance(source, URL | Blob):
+        name = str(source)
+        try:
+            data = read_source(source)
+        except NoisyCleanError as err:  # a back end that isn't installed
+            raise UnreadableImageError(name, str(err)) from None
+        except OSError as err:
+            raise UnreadableImageError(name, error_reason(err)) from None
+        if not data:
+            raise UnreadableImageError(name, "empty file")
+        try:
+            return _decode(io.BytesIO(data), name, side)
+        except UnreadableImageError:
+            raise
+        except Exception as err:
+            raise UnreadableImageError(name, error_reason(err)) from err
+    path = Path(source)
     try:
         with open(path, "rb") as fh:
             if os.fstat(fh.fileno()).st_size == 0:
                 raise UnreadableImageError(path, "empty file")
-            with _OPEN_LOCK, warnings.catch_warnings():
-                warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-                opened = Image.open(fh)
-            with opened as img:
-                w, h = img.size
-                if w * h > MAX_PIXELS:
-                    raise UnreadableImageError(
-                        path, f"larger than {MAX_PIXELS / 1e6:.3g} megapixels ({w}x{h})"
-                    )
-                if side and _reduction(img.size, side) > 1:
-                    # JPEG only (a no-op elsewhere): decode at 1/2, 1/4 or 1/8 scale.
-                    img.draft(None, (KEEP_FACTOR * side, KEEP_FACTOR * side))
-                img.load()
-                orientation = _orientation(img)
-                out: Image.Image = img
-                factor = _reduction(img.size, side)
-                if factor > 1:
-                    out = _reduce(img, factor)
-                if orientation in _ORIENTATION:
-                    out = out.transpose(_ORIENTATION[orientation])
-                return to_rgb(out)
+            return _decode(fh, path, side)
     except UnreadableImageError:
         raise
     except Exception as err:
         raise UnreadableImageError(path, error_reason(err)) from err
+
+
+def _decode(fh: IO[bytes], name: Path | str, side: int | None) -> Image.Image:
+    """``load_image``'s decoding, from an open binary file (a local one or bytes)."""
+    with _OPEN_LOCK, warnings.catch_warnings():
+        warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+        opened = Image.open(fh)
+    with opened as img:
+        w, h = img.size
+        if w * h > MAX_PIXELS:
+            raise UnreadableImageError(
+                name, f"larger than {MAX_PIXELS / 1e6:.3g} megapixels ({w}x{h})"
+            )
+        if side and _reduction(img.size, side) > 1:
+            # JPEG only (a no-op elsewhere): decode at 1/2, 1/4 or 1/8 scale.
+            img.draft(None, (KEEP_FACTOR * side, KEEP_FACTOR * side))
+        img.load()
+        orientation = _orientation(img)
+        out: Image.Image = img
+        factor = _reduction(img.size, side)
+        if factor > 1:
+            out = _reduce(img, factor)
+        if orientation in _ORIENTATION:
+            out = out.transpose(_ORIENTATION[orientation])
+        return to_rgb(out)

@@ -7,7 +7,9 @@ sorted in Arrow, so a million-row run makes Python rows only for the cards shown
 The page works offline from a ``file://`` URL: no CDN, no server, no fetch. Thumbnails
 are embedded once each as ``data:`` URIs (downscaled, WEBP or JPEG, whichever is
 smaller), in one JSON map from row id to URI, so a neighbour shown on many cards costs
-its bytes once.
+its bytes once. The images are read as ``score`` read them (``noisyclean.sources``):
+files, objects in a store (downloaded in threads, URLs as written, credentials never on
+the page) or bytes embedded in the manifest.
 
 Safety: the run's labels, paths and ids are data, never markup. They are embedded as
 JSON inside ``<script type="application/json">`` with ``<``, ``>``, ``&``, U+2028 and
@@ -43,7 +45,8 @@ from noisyclean import __version__
 from noisyclean.artifacts import read_run_config, read_suspects, write_text
 from noisyclean.errors import NoisyCleanError
 from noisyclean.images import UnreadableImageError, load_image
-from noisyclean.manifest import resolve_path
+from noisyclean.manifest import row_sources
+from noisyclean.sources import ImageSource
 
 #: JPEG/WEBP quality of the thumbnails: small pages, still good enough to judge a label.
 THUMB_QUALITY = 70
@@ -110,12 +113,18 @@ def script_json(value: Any) -> str:
     return text
 
 
-def encode_thumbnail(path: Path, size: int, *, quality: int = THUMB_QUALITY) -> str | None:
+def encode_thumbnail(
+    source: ImageSource | str, size: int, *, quality: int = THUMB_QUALITY
+) -> str | None:
     """A ``data:`` URI of the image downscaled to fit ``size``×``size`` (never upscaled),
-    as WEBP or JPEG, whichever is smaller; None if the file is missing or unreadable."""
+    as WEBP or JPEG, whichever is smaller; None if the image is missing or unreadable.
+
+    ``source`` is whatever ``images.load_image`` reads: a file, a URL (one download,
+    retried), or bytes embedded in the manifest.
+    """
     try:
         # Upright RGB, transparency on white; big photos are decoded at reduced size.
-        im = load_image(path, size)
+        im = load_image(source, size)
     except UnreadableImageError:
         return None
     im.thumbnail((size, size), Image.Resampling.LANCZOS)
@@ -159,7 +168,6 @@ def _build(run_dir: Path, *, top: int, thumb_size: int, neighbours: int) -> _Pag
         raise ValueError(f"neighbours must be at least 0, got {neighbours}")
     config = read_run_config(run_dir)
     table = read_suspects(run_dir, config)
-    root = Path(config.manifest_dir)
     run_id = config.run_id
     # Filter and sort in Arrow: a million-row run makes pandas rows only for the cards.
     flagged = pc.and_(
@@ -217,10 +225,19 @@ def _build(run_dir: Path, *, top: int, thumb_size: int, neighbours: int) -> _Pag
             wanted[n] = None
 
     order = list(wanted)
-    paths = [resolve_path(root, str(path_of[n])) for n in order]
-    workers = max(1, min(8, os.cpu_count() or 1))
+    # Files, objects in a store (downloaded once each, in threads: network-bound) or
+    # images embedded in the manifest, found as `score` found them.
+    sources = row_sources(
+        config.manifest, config.manifest_dir, order, [str(path_of[n]) for n in order]
+    )
+    workers = 16 if sources.remote.any() else max(1, min(8, os.cpu_count() or 1))
+
+    def thumbnail(i: int) -> str | None:
+        source = sources[i]
+        return None if source is None else encode_thumbnail(source, thumb_size)
+
     with ThreadPoolExecutor(max_workers=workers) as pool:
-        uris = list(pool.map(lambda p: encode_thumbnail(p, thumb_size), paths))
+        uris = list(pool.map(thumbnail, range(len(order))))
     images = {n: uri for n, uri in zip(order, uris, strict=True) if uri is not None}
     card_ids = {c["id"] for c in cards}
     data = {

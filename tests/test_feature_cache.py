@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 import noisyclean.features as features
+import noisyclean.sources as sources
 from noisyclean.features import FeatureCache, file_keys
 
 DIM = 7
@@ -213,15 +214,15 @@ def test_file_keys_in_threads_equal_one_thread(
     alone, alone_errors = file_keys(paths)
     pools: list[int] = []
 
-    class Pool(features.ThreadPoolExecutor):
+    class Pool(sources.ThreadPoolExecutor):
         def __init__(self, workers: int) -> None:
             pools.append(workers)
             super().__init__(workers)
 
-    monkeypatch.setattr(features, "ThreadPoolExecutor", Pool)
-    monkeypatch.setattr(features, "STAT_CHUNK", 2)
+    monkeypatch.setattr(sources, "ThreadPoolExecutor", Pool)
+    monkeypatch.setattr(sources, "STAT_CHUNK", 2)
     assert np.array_equal(file_keys(paths)[0], alone) and pools == []  # a fast disk: one thread
-    monkeypatch.setattr(features, "SLOW_STAT_SECONDS", -1.0)  # every disk is slow
+    monkeypatch.setattr(sources, "SLOW_STAT_SECONDS", -1.0)  # every disk is slow
     threaded, threaded_errors = file_keys(paths)
     assert pools == [4]  # 8 files after the first 2, 2 a task
     np.testing.assert_array_equal(threaded, alone)
@@ -233,3 +234,15 @@ def test_an_odd_file_name_has_a_key(tmp_path: Path) -> None:
     odd.write_bytes(b"x")
     keys, errors = file_keys([odd])
     assert errors == {} and keys.any()
+
+
+def test_precision_is_part_of_the_cache_key(tmp_path: Path) -> None:
+    full = FeatureCache(tmp_path / "cache", "some-backbone", 32)
+    half = FeatureCache(tmp_path / "cache", "some-backbone", 32, "bfloat16")
+    assert full.dir != half.dir
+    keys = np.array([[1, 2]], dtype=np.uint64)
+    half.add(keys, np.ones((1, 4), dtype=np.float32))
+    assert (full.index().find(keys) == -1).all()  # autocast features never serve float32
+    assert (half.index().find(keys) >= 0).all()
+    # float32 folders keep their earlier name: existing caches stay valid.
+    assert full.dir == FeatureCache(tmp_path / "cache", "some-backbone", 32, "float32").dir
