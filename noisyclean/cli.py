@@ -104,24 +104,27 @@ def main(
 @app.command()
 def score(
     manifest: Annotated[
-        Path,
+        str,
         typer.Argument(
-            help="CSV or Parquet with columns path,label (optional id, split, true_label)."
+            help=(
+                "CSV or Parquet with columns path,label (optional id, split, true_label); "
+                "a file or a URL (s3://, gs://, https://)."
+            )
         ),
     ],
     output: Annotated[
         Path, typer.Option("-o", "--output", help="Where to write conf.parquet.")
     ] = Path("conf.parquet"),
     features: Annotated[
-        Path | None,
+        str | None,
         typer.Option(
             "--features",
             help=(
                 "Your own features instead of a backbone: Parquet with 'id' and 'embedding' "
-                "(list of float16/float32; optional 'status'), joined to the manifest by id. "
+                "(list of float16/float32; optional 'status'), joined to the manifest by id, "
+                "or a folder (or s3://… prefix) written by `noisyclean features`. "
                 "Images are then needed only for the review page's thumbnails."
             ),
-            dir_okay=False,
         ),
     ] = None,
     backbone: BackboneOpt = DEFAULT_BACKBONE,
@@ -176,8 +179,8 @@ def score(
 
     with user_errors():
         started = time.perf_counter()
-        inputs = [manifest] + ([features] if features else [])
-        check_output(output, inputs=inputs, suffixes=PARQUET_SUFFIXES)
+        local = [Path(features)] if features and "://" not in features else []
+        check_output(output, inputs=[Path(manifest), *local], suffixes=PARQUET_SUFFIXES)
         source: FeatureConfig | FeatureFile
         if features is not None:
             source = FeatureFile.open(features)
@@ -200,6 +203,79 @@ def score(
         with console.status(f"writing {output}"):
             write_conf(output, result.conf)
         score_summary(result, output, time.perf_counter() - started)
+
+
+@app.command()
+def features(
+    manifest: Annotated[
+        str,
+        typer.Argument(
+            help="CSV or Parquet with columns path,label (optional id, split); a file or a URL."
+        ),
+    ],
+    output: Annotated[
+        str,
+        typer.Option(
+            "-o",
+            "--output",
+            help=(
+                "Folder (or object-store prefix, s3://bucket/prefix) for the Parquet shards "
+                "and their list; a features folder there is replaced."
+            ),
+        ),
+    ] = "features",
+    backbone: BackboneOpt = DEFAULT_BACKBONE,
+    image_size: ImageSizeOpt = None,
+    device: DeviceOpt = "auto",
+    batch_size: BatchSizeOpt = 64,
+    actors: Annotated[
+        int | None,
+        typer.Option(
+            help=(
+                "Backbone actors in the pool (default: one per GPU of the cluster; "
+                "without GPUs, half its CPUs)."
+            ),
+            min=1,
+            show_default=False,
+        ),
+    ] = None,
+    ray_address: Annotated[
+        str | None,
+        typer.Option(
+            help=(
+                "An existing Ray cluster, e.g. auto or ray://head:10001 (default: start "
+                "Ray on this machine, and stop it at the end)."
+            ),
+            show_default=False,
+        ),
+    ] = None,
+) -> None:
+    """Compute the backbone features on a Ray cluster, for `score --features FOLDER`.
+
+    Decodes images in Ray tasks and runs the backbone in a pool of actors (a GPU
+    each where the cluster has them), then writes Parquet shards (id, status,
+    reason, embedding) and, last, their list _SHARDS.json. The same features as
+    `score` computes on one machine. Needs Ray Data: noisyclean's `ray` extra.
+    """
+    from noisyclean.ray_features import RayFeatureConfig, extract_on_ray
+    from noisyclean.reporting import features_summary
+
+    with user_errors():
+        config = RayFeatureConfig(
+            backbone=backbone,
+            image_size=image_size,
+            device=device,
+            batch_size=batch_size,
+            actors=actors,
+            address=ray_address,
+        )
+        try:
+            result = extract_on_ray(manifest, output, config)
+        except KeyboardInterrupt:
+            raise NoisyCleanError(
+                f"interrupted; {output} lists no new shards (rerun to compute them)"
+            ) from None
+        features_summary(result)
 
 
 def _feature_config(
@@ -419,18 +495,22 @@ def review(
 @app.command("apply")
 def apply_cmd(
     manifest: Annotated[
-        Path, typer.Argument(help="The manifest the run was made from (.csv or .parquet).")
+        str,
+        typer.Argument(help="The manifest the run was made from (.csv or .parquet; file or URL)."),
     ],
     decisions: Annotated[
         Path,
         typer.Argument(help="decisions.csv exported by the review page (id,decision,new_label)."),
     ],
     output: Annotated[
-        Path,
+        str,
         typer.Option(
             "-o",
             "--output",
-            help="Cleaned manifest (.csv or .parquet); dropped rows go to OUT.dropped.<ext>.",
+            help=(
+                "Cleaned manifest (.csv or .parquet; file or URL); dropped rows go to "
+                "OUT.dropped.<ext>."
+            ),
         ),
     ],
     allow_new_labels: Annotated[

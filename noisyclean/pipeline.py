@@ -277,7 +277,7 @@ def train_run(
     classes = meta.classes
     if meta.features_file:
         source: FeatureConfig | FeatureFile = FeatureFile.recorded(
-            Path(meta.features_file), meta.features_stamp
+            meta.features_file, meta.features_stamp
         )
     else:
         source = FeatureConfig(

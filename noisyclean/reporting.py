@@ -38,6 +38,7 @@ if TYPE_CHECKING:
     from noisyclean.apply import ApplySummary
     from noisyclean.flagging import Flags
     from noisyclean.pipeline import ScoreResult, TrainResult
+    from noisyclean.ray_features import RayFeaturesResult
     from noisyclean.review import ReviewSummary
 
 console = Console(stderr=True)
@@ -220,6 +221,24 @@ def score_summary(result: ScoreResult, output: Path, seconds: float) -> None:
             f"[bold]{result.auroc:.3f}[/]"
         )
     _line(f"wrote {clean(output)} in {seconds:.1f} s")
+
+
+def features_summary(result: RayFeaturesResult) -> None:
+    t = result.frame
+    counts = t["status"].value_counts()
+    unusable = ", ".join(f"{counts[s]} {s}" for s in ("missing", "unreadable") if s in counts)
+    where = f"{result.actors} GPU actor(s)" if result.gpus else f"{result.actors} CPU actor(s)"
+    out.print(
+        f"[bold]{len(t)}[/] rows, {int(counts.get('ok', 0))} usable "
+        f"({unusable or 'none unusable'}); {result.dim}-d features at {result.image_size} px "
+        f"on {where}: {result.images_per_second:.1f} images/s"
+    )
+    unreadable_rows(t, result.reasons)
+    _line(
+        f"wrote {result.shards} shard(s) and their list to {clean(result.output)} "
+        f"in {result.total_seconds:.1f} s; use it with: noisyclean score MANIFEST "
+        f"--features {clean(result.output)}"
+    )
 
 
 def train_summary(result: TrainResult, top: int, seconds: float) -> None:
