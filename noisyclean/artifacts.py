@@ -38,7 +38,7 @@ from noisyclean import __version__
 from noisyclean.errors import NoisyCleanError
 
 #: The format of each artifact; bump it with every change a reader must know about.
-CONF_FORMAT = 2
+CONF_FORMAT = 3
 RUN_FORMAT = 2
 EMBEDDINGS_FORMAT = 1
 
@@ -408,8 +408,12 @@ CONF_SCHEMA = pa.schema(
         ("top_labels", pa.list_(pa.string())),
         ("top_confidences", pa.list_(pa.float32())),
         ("fold", pa.int32()),
+        ("neighbours", pa.list_(pa.string())),
+        ("neighbour_similarities", pa.list_(pa.float32())),
     ]
 )
+#: conf.parquet's list columns, built from arrays rather than from the frame.
+_CONF_LISTS = ("top_labels", "top_confidences", "neighbours", "neighbour_similarities")
 
 
 @dataclass(frozen=True)
@@ -458,12 +462,18 @@ class Conf:
             first; zeros for other rows.
         top_scores: (N, T) float32 their confidences; zeros for other rows.
         meta: the metadata.
+        neighbours: (N, k) int64, each ``ok`` row's k nearest train rows in the feature
+            space (row positions, nearest first, never the row itself): the k-NN vote's
+            voters; -1 pads, and fills other rows.
+        similarities: (N, k) float32, their cosine similarities; NaN where -1.
     """
 
     frame: pd.DataFrame
     top_classes: np.ndarray
     top_scores: np.ndarray
     meta: ConfMeta
+    neighbours: np.ndarray
+    similarities: np.ndarray
 
     @property
     def ok(self) -> np.ndarray:
@@ -478,6 +488,9 @@ def write_conf(path: Path, conf: Conf) -> None:
     codes = pa.array(np.ascontiguousarray(conf.top_classes[ok]).reshape(-1).astype(np.int32))
     labels = pa.DictionaryArray.from_arrays(codes, names).cast(pa.string())
     top_labels = list_array(labels, np.full(n, width), ok)
+    ids = pa.array(conf.frame["id"].to_numpy(dtype=object), type=pa.string())
+    near = (conf.neighbours >= 0) & ok[:, None]
+    similarities = pa.array(conf.similarities[near].astype(np.float32), type=pa.float32())
     _write_parquet(
         path,
         conf.frame,
@@ -486,6 +499,8 @@ def write_conf(path: Path, conf: Conf) -> None:
         lists={
             "top_labels": top_labels,
             "top_confidences": list_column(conf.top_scores, ok),
+            "neighbours": id_lists(ids, conf.neighbours, ok),
+            "neighbour_similarities": list_array(similarities, near.sum(axis=1), ok),
         },
     )
 
@@ -526,7 +541,7 @@ def read_conf(path: Path) -> Conf:
     width = info.top_classes
     if width > len(classes):
         raise meta.fail("top_classes", f"is {width}, more than the {len(classes)} classes")
-    frame = table.drop_columns(["top_labels", "top_confidences"]).to_pandas()
+    frame = table.drop_columns(list(_CONF_LISTS)).to_pandas()
     status = _status(frame, path)
     ok = status == "ok"
     try:
@@ -546,7 +561,84 @@ def read_conf(path: Path) -> Conf:
     if len(unused):
         raise meta.fail("classes", f"lists {classes[unused[0]]!r}, the label of no row")
     _check_consistent(path, frame, top, scores, labels, ok, classes)
-    return Conf(frame=frame, top_classes=top, top_scores=scores, meta=info)
+    ids = table.column("id").combine_chunks()
+    near = _id_rows(table.column("neighbours"), ids, info.k, path)
+    found = near >= 0
+    try:
+        sims = _ragged_floats(table.column("neighbour_similarities"), found.sum(axis=1))
+    except ValueError as err:
+        raise ArtifactError(f"{path}: column 'neighbour_similarities', {err}") from None
+    similarities = np.full(near.shape, np.nan, dtype=np.float32)
+    similarities[found] = sims
+    return Conf(
+        frame=frame,
+        top_classes=top,
+        top_scores=scores,
+        meta=info,
+        neighbours=near,
+        similarities=similarities,
+    )
+
+
+def id_lists(ids: pa.Array, rows: np.ndarray, valid: np.ndarray) -> pa.ListArray:
+    """(N, L) row positions (-1 pads) as a list<string> column of the rows' ids; null
+    where not ``valid``. Built with pyarrow's ``take``: no Python object per value."""
+    keep = (rows >= 0) & valid[:, None]
+    values = ids.take(pa.array(rows[keep].astype(np.int64)))
+    return list_array(values, keep.sum(axis=1), valid)
+
+
+def _list_parts(column: pa.ChunkedArray) -> tuple[pa.Array, np.ndarray]:
+    """A list column's values (only those its rows hold) and each row's length (0 for
+    null)."""
+    col = column.combine_chunks()
+    lengths = pc.list_value_length(col).fill_null(0).to_numpy(zero_copy_only=False)
+    return pc.list_flatten(col), lengths.astype(np.int64)
+
+
+def _ragged(values: np.ndarray, lengths: np.ndarray, width: int, fill: Any) -> np.ndarray:
+    """Flat ``values``, ``lengths[i]`` per row, as an (N, width) array padded with ``fill``."""
+    out = np.full((len(lengths), width), fill, dtype=values.dtype)
+    rows = np.repeat(np.arange(len(lengths)), lengths)
+    starts = np.cumsum(lengths) - lengths
+    out[rows, np.arange(len(values)) - np.repeat(starts, lengths)] = values
+    return out
+
+
+def _id_rows(column: pa.ChunkedArray, ids: pa.Array, k: int, path: Path) -> np.ndarray:
+    """A list<string> column of row ids as (N, k) int64 row positions, -1 padded."""
+    values, lengths = _list_parts(column)
+    long = np.flatnonzero(lengths > k)
+    if len(long):
+        i = int(long[0])
+        raise ArtifactError(
+            f"{path}: column 'neighbours', row {i + 1}: {lengths[i]} ids, more than k = {k}"
+        )
+    where = pc.index_in(values, value_set=ids)
+    if where.null_count:
+        at = int(np.flatnonzero(pc.is_null(where).to_numpy(zero_copy_only=False))[0])
+        i = int(np.searchsorted(np.cumsum(lengths), at, side="right"))
+        raise ArtifactError(
+            f"{path}: column 'neighbours', row {i + 1}: {str(values[at])!r} is the id of no row"
+        )
+    positions = where.to_numpy(zero_copy_only=False).astype(np.int64)
+    return _ragged(positions, lengths, k, -1)
+
+
+def _ragged_floats(column: pa.ChunkedArray, expected: np.ndarray) -> np.ndarray:
+    """A list<float> column's values, checked to hold ``expected[i]`` finite values on
+    row i (a ``ValueError`` naming the row if not)."""
+    values, lengths = _list_parts(column)
+    bad = np.flatnonzero(lengths != expected)
+    if len(bad):
+        i = int(bad[0])
+        raise ValueError(f"row {i + 1}: {lengths[i]} values, expected {expected[i]}")
+    flat = values.to_numpy(zero_copy_only=False).astype(np.float32)
+    wrong = np.flatnonzero(~np.isfinite(flat))
+    if len(wrong):
+        i = int(np.searchsorted(np.cumsum(lengths), wrong[0], side="right"))
+        raise ValueError(f"row {i + 1}: a null or NaN value")
+    return flat
 
 
 def _label_codes(

@@ -129,6 +129,10 @@ class Confidences:
             are scored by a model that saw no other row of their class.
         neighbours: how the k-NN search ran (exact or approximate, its recall).
         epochs: the MLP epochs per fit used.
+        neighbour_rows: (N, k) int64, each row's k nearest train rows in the features'
+            space (positions among the N rows, nearest first, never the row itself; -1
+            pads): the rows that voted.
+        neighbour_similarities: (N, k) float32, their cosine similarities (NaN pads).
     """
 
     top: TopClasses
@@ -136,6 +140,8 @@ class Confidences:
     small_classes: list[int]
     neighbours: knn.SearchInfo | None = None
     epochs: int = 0
+    neighbour_rows: np.ndarray | None = None
+    neighbour_similarities: np.ndarray | None = None
 
 
 def stratified_folds(labels: np.ndarray, folds: int, *, seed: int) -> np.ndarray:
@@ -264,14 +270,17 @@ def score_confidences(
 
     # The vote: each row's k nearest train rows (never itself), on unit-length features.
     nb = np.full((n, cfg.k), -1, dtype=np.int64)
+    sims = np.full((n, cfg.k), np.nan, dtype=np.float32)
     pool = x if len(train_idx) == n else knn.Rows(x, train_idx)  # no copy of the rows
-    _, nb_train, info = knn.search_with_info(
+    sims[train_idx], nb[train_idx], info = knn.search_with_info(
         pool, pool, k=cfg.k, exclude_self=True, seed=cfg.seed, progress=search_progress
     )
-    nb[train_idx] = nb_train
     if len(test_idx):
-        _, nb[test_idx] = knn.search(pool, knn.Rows(x, test_idx), k=cfg.k, seed=cfg.seed)
+        sims[test_idx], nb[test_idx] = knn.search(
+            pool, knn.Rows(x, test_idx), k=cfg.k, seed=cfg.seed
+        )
     del pool
+    sims[nb < 0] = np.nan
 
     _standardise(x, train_idx)
     xt = torch.from_numpy(x)
@@ -316,5 +325,11 @@ def score_confidences(
         model = _fit(xt, train_idx, yt, n_classes, cfg, cfg.seed * 1000 + cfg.folds, on_epoch)
         score(model, test_idx)
     return Confidences(
-        top=out, fold=fold, small_classes=small, neighbours=info, epochs=cfg.epochs or 1
+        top=out,
+        fold=fold,
+        small_classes=small,
+        neighbours=info,
+        epochs=cfg.epochs or 1,
+        neighbour_rows=np.where(nb >= 0, train_idx[np.maximum(nb, 0)], -1),
+        neighbour_similarities=sims,
     )

@@ -160,6 +160,14 @@ def score_manifest(
         table["true_label"] = df["true_label"]
     flag_rows = np.flatnonzero(train)
     in_ok = np.cumsum(ok) - 1  # position of each usable row among the usable rows
+    # Phase 1's voters, as manifest row positions.
+    ok_rows = np.flatnonzero(ok)
+    neighbours = np.full((n, cfg.k), -1, dtype=np.int64)
+    similarities = np.full((n, cfg.k), np.nan, dtype=np.float32)
+    if conf.neighbour_rows is not None and conf.neighbour_similarities is not None:
+        near = conf.neighbour_rows
+        neighbours[ok] = np.where(near >= 0, ok_rows[np.maximum(near, 0)], -1)
+        similarities[ok] = conf.neighbour_similarities
     flag_top = top.take(in_ok[flag_rows])
     file = features if isinstance(features, FeatureFile) else None
     meta = ConfMeta(
@@ -180,7 +188,14 @@ def score_manifest(
         neighbours=asdict(conf.neighbours) if conf.neighbours else {},
     )
     return ScoreResult(
-        conf=Conf(frame=table, top_classes=top_classes_all, top_scores=top_scores_all, meta=meta),
+        conf=Conf(
+            frame=table,
+            top_classes=top_classes_all,
+            top_scores=top_scores_all,
+            meta=meta,
+            neighbours=neighbours,
+            similarities=similarities,
+        ),
         flags=sparse_flags(
             flag_top.given, flag_top.classes, flag_top.scores, flag_top.labels, len(classes)
         ),

@@ -20,7 +20,7 @@ import numpy as np
 import pyarrow as pa
 
 from noisyclean import knn
-from noisyclean.artifacts import list_array
+from noisyclean.artifacts import id_lists
 from noisyclean.confidence import TopClasses
 from noisyclean.configs import SuspectConfig
 from noisyclean.flagging import Flags, sparse_flags
@@ -96,14 +96,6 @@ class Suspects:
                 "neighbours_given": id_lists(ids, self.given_neighbours, usable),
             }
         )
-
-
-def id_lists(ids: pa.Array, rows: np.ndarray, valid: np.ndarray) -> pa.ListArray:
-    """(N, L) row positions (-1 pads) as a list<string> column of the rows' ids; null
-    where not ``valid``. Built with pyarrow's ``take``: no Python object per value."""
-    keep = (rows >= 0) & valid[:, None]
-    values = ids.take(pa.array(rows[keep].astype(np.int64)))
-    return list_array(values, keep.sum(axis=1), valid)
 
 
 def _first_of_class(

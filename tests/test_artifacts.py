@@ -86,6 +86,18 @@ def _contradicting_confidence(t: pa.Table) -> pa.Table:
     )
 
 
+def _edit_neighbours(t: pa.Table) -> pa.Table:
+    rows = t.column("neighbours").to_pylist()
+    rows[0] = [*rows[0][:-1], "no-such-id"]
+    return _set_list(t, "neighbours", rows, pa.list_(pa.string()))
+
+
+def _short_similarities(t: pa.Table) -> pa.Table:
+    rows = t.column("neighbour_similarities").to_pylist()
+    rows[1] = rows[1][:-1]
+    return _set_list(t, "neighbour_similarities", rows, pa.list_(pa.float32()))
+
+
 CONF_DAMAGE: dict[str, tuple[dict, str]] = {
     "classes not JSON": (
         {"meta": {"classes": "[Bag, Coat"}},
@@ -105,7 +117,12 @@ CONF_DAMAGE: dict[str, tuple[dict, str]] = {
         {"table": _contradicting_confidence},
         "top lists disagree with the 'confidence'",
     ),
-    "older format": ({"meta": {"format_version": "1"}}, "conf.parquet format 1"),
+    "unknown neighbour": ({"table": _edit_neighbours}, "'no-such-id' is the id of no row"),
+    "short similarities": (
+        {"table": _short_similarities},
+        "'neighbour_similarities', row 2: 9 values, expected 10",
+    ),
+    "older format": ({"meta": {"format_version": "2"}}, "conf.parquet format 2"),
     "no format": ({"meta": {"format_version": None}}, "conf.parquet format 0"),
     "newer format": (
         {"meta": {"format_version": str(CONF_FORMAT + 1)}},
@@ -229,6 +246,23 @@ def test_run_readers_accept_a_good_run(trained_run: tuple[SmallSet, Path, Path])
             else int(pq.read_schema(path).metadata[b"format_version"])
         )
         assert version == RUN_FORMAT
+
+
+def test_conf_keeps_phase_1_voters_by_id(trained_run: tuple[SmallSet, Path, Path]) -> None:
+    _, path, _ = trained_run
+    conf = read_conf(path)
+    table = pq.read_table(path, columns=["id", "neighbours", "neighbour_similarities"])
+    ids = conf.frame["id"].to_numpy()
+    ok = conf.ok
+    train = ok & (conf.frame["split"] == "train").to_numpy()
+    near = conf.neighbours
+    assert near.shape == (len(ids), conf.meta.k)
+    assert (near[~ok] == -1).all() and np.isnan(conf.similarities[~ok]).all()
+    assert train[near[ok]].all() and not (near == np.arange(len(ids))[:, None]).any()
+    # The file names the voters by id, nearest first.
+    first = int(np.flatnonzero(ok)[0])
+    assert table.column("neighbours")[first].as_py() == list(ids[near[first]])
+    assert (np.diff(conf.similarities[ok], axis=1) <= 1e-6).all()
 
 
 def test_list_column_round_trip_without_python_lists() -> None:

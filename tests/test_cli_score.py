@@ -34,6 +34,8 @@ COLUMNS = [
     "top_labels",
     "top_confidences",
     "fold",
+    "neighbours",
+    "neighbour_similarities",
     "true_label",
 ]
 METADATA_KEYS = {
@@ -153,7 +155,7 @@ def test_conf_parquet_metadata(scored: Scored, small_set: SmallSet, feature_cach
     assert json.loads(meta["seed"]) == 0
     assert json.loads(meta["blend"]) == 0.5
     assert json.loads(meta["top_classes"]) == 10  # every class: K = 10
-    assert json.loads(meta["format_version"]) == 2
+    assert json.loads(meta["format_version"]) == 3
     assert meta["noisyclean_version"] == __version__
 
 

@@ -292,3 +292,23 @@ def test_top_classes_from_dense_breaks_ties_by_class_index() -> None:
     assert rel.scores[:, 0].tolist() == [1.0, 1.0] and rel.given.tolist() == pytest.approx(
         [0.2, 1.0]
     )
+
+
+def test_the_voters_and_their_similarities_are_returned() -> None:
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((300, 16)).astype(np.float32)
+    y = rng.integers(0, 3, size=300)
+    train = np.ones(300, dtype=bool)
+    train[250:] = False
+    out = score_confidences(x, y, train=train, n_classes=3, config=QUICK)
+    rows, sims = out.neighbour_rows, out.neighbour_similarities
+    assert rows is not None and sims is not None
+    assert rows.shape == sims.shape == (300, QUICK.k)
+    assert train[rows].all()  # only train rows vote, test rows included as queries
+    assert not (rows == np.arange(300)[:, None]).any()  # never the row itself
+    unit = x / np.linalg.norm(x, axis=1, keepdims=True)
+    cosine = np.einsum("nd,nkd->nk", unit, unit[rows])
+    np.testing.assert_allclose(sims, cosine, atol=1e-5)
+    assert (np.diff(sims, axis=1) <= 1e-6).all()  # nearest first
+    exact = np.argsort(-(unit @ unit[train].T), axis=1)  # the exact voters of a test row
+    assert set(rows[260]) == set(np.flatnonzero(train)[exact[260, : QUICK.k]])
