@@ -32,9 +32,8 @@ Datalab run), so a rerun costs seconds.
     .venv/bin/python benchmarks/duplicates.py --rows 300 -o /tmp/dup-small
     .venv/bin/python benchmarks/duplicates.py --rows 20000 -o docs/duplicates
 
-Datalab needs the ``datasets`` package, which the project does not install; put it
-outside the venv (``pip install --no-deps --target data/dup-extra datasets dill
-multiprocess xxhash``) and this script finds it there (``--extra-path``).
+Datalab needs ``cleanlab[datalab]`` (the ``datasets`` package), which the ``bench``
+extra installs.
 """
 
 from __future__ import annotations
@@ -588,7 +587,6 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--threads", type=int, default=2, help="torch threads")
     p.add_argument("--workers", type=int, default=1, help="image decoding processes")
     p.add_argument("--work", type=Path, default=None, help="cache folder (default data/dupbench/…)")
-    p.add_argument("--extra-path", type=Path, default=ROOT / "data/dup-extra")
     p.add_argument("--no-datalab", action="store_true")
     p.add_argument("-o", "--out", type=Path, default=ROOT / "docs/duplicates")
     args = p.parse_args(argv)
@@ -699,8 +697,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     # Datalab.
     datalab: dict[str, Any] | None = None
     if not args.no_datalab:
-        if args.extra_path.exists():
-            sys.path.insert(0, str(args.extra_path))
         try:
             z = run_datalab(x, labels, usable, args.work / "datalab.npz")
         except ImportError as e:

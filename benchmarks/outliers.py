@@ -23,8 +23,7 @@ precision at n, n = the planted outliers), and as flagged sets (precision, recal
   inverted (it is higher for in-distribution rows);
 - ``datalab``: ``Datalab(...).find_issues(features=…, issue_types={"outlier": {}})``,
   1 − its ``outlier_score`` and its own ``is_outlier_issue`` flags. Datalab needs
-  ``cleanlab[datalab]`` (the ``datasets`` package); ``--extra-path`` puts a folder of
-  those packages on ``sys.path`` (``pip install --target data/datalab-deps …``).
+  ``cleanlab[datalab]`` (the ``datasets`` package), which the ``bench`` extra installs.
 
 A second run per scenario on the in-set rows alone (no outliers planted, Phase 1
 rerun) counts how many rows each flag rule flags on clean data (``--no-clean`` skips
@@ -520,7 +519,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--cache", type=Path, default=ROOT / "data/feature-cache")
     parser.add_argument("--work", type=Path, default=ROOT / "data/outliers-bench")
-    parser.add_argument("--extra-path", type=Path, default=ROOT / "data/datalab-deps")
     parser.add_argument("--dump", type=Path, help="save each pair's arrays here (.npz)")
     parser.add_argument("--no-clean", action="store_true", help="skip the clean runs")
     parser.add_argument(
@@ -528,8 +526,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     parser.add_argument("-o", "--output", type=Path, default=ROOT / "docs/outliers")
     args = parser.parse_args(argv)
-    if args.extra_path.is_dir():
-        sys.path.append(str(args.extra_path))
     started = time.perf_counter()
 
     def log(msg: str) -> None:
