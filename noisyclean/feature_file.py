@@ -41,6 +41,7 @@ import pyarrow.parquet as pq
 from noisyclean.errors import NoisyCleanError
 from noisyclean.features import Features
 from noisyclean.manifest import STATUSES, Manifest
+from noisyclean.sources import is_url
 
 #: Called with (rows done, rows) once the file is read and checked.
 Progress = Callable[[int, int], None]
@@ -66,12 +67,6 @@ def stamp_of(path: Path) -> str:
     return f"{st.st_size}:{st.st_mtime_ns}"
 
 
-def is_uri(location: str | Path) -> bool:
-    """Whether ``location`` names its filesystem (``s3://…``, ``file://…``) rather than
-    being a local path."""
-    return "://" in str(location)
-
-
 def filesystem(location: str | Path) -> tuple[pafs.FileSystem, str]:
     """The filesystem of a local path or a URI, and the path within it.
 
@@ -81,7 +76,7 @@ def filesystem(location: str | Path) -> tuple[pafs.FileSystem, str]:
     Raises:
         FeatureFileError: a scheme neither knows, or a store that can't be reached.
     """
-    if not is_uri(location):
+    if not is_url(location):
         return pafs.LocalFileSystem(), str(Path(location).expanduser().resolve())
     text = str(location).rstrip("/")
     try:
@@ -216,7 +211,7 @@ class FeatureFile:
             FeatureFileError: nothing there, or a folder without its list of shards.
         """
         fs, where = filesystem(path)
-        location = where if not is_uri(path) else str(path).rstrip("/")
+        location = where if not is_url(path) else str(path).rstrip("/")
         kind = _kind(fs, where, location)
         if kind == "missing":
             raise FeatureFileError(f"{location}: no such features file or folder")

@@ -38,6 +38,7 @@ import pyarrow.parquet as pq
 
 from noisyclean.errors import NoisyCleanError
 from noisyclean.sources import (
+    SCHEME,
     URL,
     Location,
     SourceError,
@@ -56,7 +57,6 @@ SPLITS = ("train", "test")
 #: The Parquet column that may hold the images themselves.
 IMAGE_COLUMN = "image"
 _PARQUET = (".parquet", ".pq")
-_URL_PATTERN = r"^[A-Za-z][A-Za-z0-9+.-]+://"
 
 
 class ManifestError(NoisyCleanError):
@@ -351,7 +351,7 @@ def _redacted_paths(paths: pd.Series) -> tuple[pd.Series, np.ndarray | None]:
     """(paths with credentials removed, the paths as written where they differ or None)."""
     text = paths.fillna("")
     suspect = np.flatnonzero(
-        (text.str.match(_URL_PATTERN) & text.str.contains(r"[?#@]")).to_numpy(dtype=bool)
+        (text.str.match(SCHEME) & text.str.contains(r"[?#@]")).to_numpy(dtype=bool)
     )
     if not len(suspect):
         return paths, None
@@ -497,7 +497,7 @@ def _statuses(df: pd.DataFrame, root: Location, embedded: Embedded) -> np.ndarra
     """Each row's status before decoding: embedded images and objects in a store are
     ``ok`` (an object is looked at when it is keyed); local files are ``stat``-ed."""
     status = np.full(len(df), "ok", dtype=object)
-    local = ~df["path"].str.match(_URL_PATTERN).to_numpy(dtype=bool)
+    local = ~df["path"].str.match(SCHEME).to_numpy(dtype=bool)
     if isinstance(root, URL):  # relative paths of a remote manifest are objects too
         local &= df["path"].map(lambda p: Path(p).expanduser().is_absolute()).to_numpy(bool)
     if embedded.images is not None:
@@ -539,7 +539,7 @@ def _embedded_again(manifest: Manifest) -> Embedded:
     when the file is gone or holds neither."""
     frame = manifest.frame
     source = manifest.source
-    urls = frame["path"].str.match(_URL_PATTERN).any() or isinstance(manifest.root, URL)
+    urls = frame["path"].str.match(SCHEME).any() or isinstance(manifest.root, URL)
     has_images = False
     if source.suffix.lower() in _PARQUET:
         try:

@@ -64,11 +64,11 @@ from noisyclean.feature_file import (
     SHARDS_FILE,
     SHARDS_FORMAT_VERSION,
     filesystem,
-    is_uri,
     stamp_of,
     write_shard_list,
 )
 from noisyclean.manifest import load_manifest
+from noisyclean.sources import is_url
 
 if TYPE_CHECKING:
     import torch
@@ -173,8 +173,8 @@ def check_features_output(output: str | Path, manifest: str | Path) -> tuple[paf
     from noisyclean.artifacts import check_output
 
     fs, root = filesystem(output)
-    if not is_uri(output):
-        inputs = [] if is_uri(manifest) else [Path(manifest)]
+    if not is_url(output):
+        inputs = [] if is_url(manifest) else [Path(manifest)]
         check_output(Path(root), inputs=inputs, folder=True)
     try:
         kind = fs.get_file_info(root).type

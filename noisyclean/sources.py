@@ -85,7 +85,8 @@ READ_ATTEMPTS = 3
 #: Wait before the n-th retry: ``BACKOFF_SECONDS * 2 ** (n - 1)``.
 BACKOFF_SECONDS = 0.25
 
-_SCHEME = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]+)://")
+#: What starts a URL: a scheme and ``://``.
+SCHEME = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]+)://")
 #: A URL that went through ``pathlib.Path``, which folds ``//`` into ``/``.
 _FOLDED = re.compile(r"^(s3|s3a|gs|gcs|http|https|az|abfs|abfss|adl|hf|oss|r2):/(?!/)")
 _URL_IN_TEXT = re.compile(r"[A-Za-z][A-Za-z0-9+.-]+://[^\s'\"<>]+")
@@ -168,7 +169,7 @@ class ObjectNotFoundError(FileNotFoundError):
 
 def is_url(location: object) -> bool:
     """Whether ``location`` is a URL (``scheme://...``) rather than a local path."""
-    return isinstance(location, str) and _SCHEME.match(location) is not None
+    return isinstance(location, str) and SCHEME.match(location) is not None
 
 
 def _secret_param(name: str) -> bool:
