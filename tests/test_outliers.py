@@ -258,19 +258,28 @@ def test_robust_z_per_group_and_fallback() -> None:
     assert np.isnan(robust_z(np.array([np.nan, 1.0]), np.array([True, False]))).all()
 
 
+def _clustered_memmap(
+    path: Path, rng: np.random.Generator, n: int, k: int, dim: int, noise: float, step: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """(N, dim) rows around k random unit centres, written in chunks of ``step`` to a
+    .npy file and opened read-only as a memory map; and each row's class."""
+    centres = knn.normalize(rng.normal(size=(k, dim)).astype(np.float32))
+    labels = rng.integers(0, k, n)
+    features = np.lib.format.open_memmap(path, "w+", np.float32, (n, dim))
+    for start in range(0, n, step):
+        part = labels[start : start + step]
+        features[start : start + step] = centres[part] + rng.normal(
+            0, noise, (len(part), dim)
+        ).astype(np.float32)
+    features.flush()
+    return np.load(path, mmap_mode="r"), labels
+
+
 @pytest.mark.timeout(120)
 def test_bounded_memory_at_200k_rows_and_300_classes(tmp_path: Path) -> None:
     n, k, dim, width = 200_000, 300, 32, 10
     rng = np.random.default_rng(6)
-    centres = knn.normalize(rng.normal(size=(k, dim)).astype(np.float32))
-    labels = rng.integers(0, k, n)
-    features = np.lib.format.open_memmap(tmp_path / "f.npy", "w+", np.float32, (n, dim))
-    for start in range(0, n, 50_000):
-        part = labels[start : start + 50_000]
-        noise = rng.normal(0, 0.05, (len(part), dim)).astype(np.float32)
-        features[start : start + 50_000] = centres[part] + noise
-    features.flush()
-    features = np.load(tmp_path / "f.npy", mmap_mode="r")
+    features, labels = _clustered_memmap(tmp_path / "f.npy", rng, n, k, dim, 0.05, 50_000)
     # Top-10 confidences made sparse directly: a dense (N, K) would be the thing avoided.
     classes = np.stack([(labels + j) % k for j in range(width)], axis=1).astype(np.int32)
     scores = np.sort(rng.random((n, width)).astype(np.float32), axis=1)[:, ::-1].copy()
@@ -302,15 +311,7 @@ def test_bounded_memory_at_200k_rows_and_300_classes(tmp_path: Path) -> None:
 def test_bounded_memory_with_wide_features(tmp_path: Path) -> None:
     n, k, dim = 40_000, 10, 1024
     rng = np.random.default_rng(7)
-    centres = knn.normalize(rng.normal(size=(k, dim)).astype(np.float32))
-    labels = rng.integers(0, k, n)
-    features = np.lib.format.open_memmap(tmp_path / "f.npy", "w+", np.float32, (n, dim))
-    for start in range(0, n, 10_000):
-        part = labels[start : start + 10_000]
-        noise = rng.normal(0, 0.02, (len(part), dim)).astype(np.float32)
-        features[start : start + 10_000] = centres[part] + noise
-    features.flush()
-    features = np.load(tmp_path / "f.npy", mmap_mode="r")
+    features, labels = _clustered_memmap(tmp_path / "f.npy", rng, n, k, dim, 0.02, 10_000)
     tracemalloc.start()
     found = outlier_scores(
         features,
