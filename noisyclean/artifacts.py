@@ -39,7 +39,7 @@ from noisyclean.errors import NoisyCleanError
 
 #: The format of each artifact; bump it with every change a reader must know about.
 CONF_FORMAT = 3
-RUN_FORMAT = 2
+RUN_FORMAT = 3
 EMBEDDINGS_FORMAT = 1
 
 STATUSES = ("ok", "missing", "unreadable")
@@ -718,10 +718,24 @@ SUSPECTS_SCHEMA = pa.schema(
         ("rank", pa.int64()),
         ("status", pa.string()),
         ("neighbours_given", pa.list_(pa.string())),
+        ("outlier", pa.float32()),
+        ("is_outlier", pa.bool_()),
+        ("suggestion", pa.string()),
+        ("duplicate_group", pa.int64()),
+        ("conflict", pa.bool_()),
     ]
 )
 
-RUN_FILES = ("config.json", "model.safetensors", "embeddings.parquet", "suspects.parquet")
+#: What ``suggestion`` says: drop an outlier (no label fits it), relabel a suspect.
+SUGGESTIONS = ("drop", "relabel")
+
+RUN_FILES = (
+    "config.json",
+    "model.safetensors",
+    "embeddings.parquet",
+    "suspects.parquet",
+    "duplicates.parquet",
+)
 
 
 @dataclass(frozen=True)
@@ -744,6 +758,8 @@ class RunConfig:
         epoch_losses: the mean loss of each epoch.
         features_file: the features file the run was trained on, else "" (a backbone).
         neighbours: how the learned-space k-NN search ran (method, nlist, nprobe, recall).
+        duplicates: the near-duplicate options and counts (threshold, groups by kind).
+        outliers: the outlier score's options (parts, threshold) and the number flagged.
     """
 
     run_id: str
@@ -761,6 +777,8 @@ class RunConfig:
     epoch_losses: list[float]
     features_file: str = ""
     neighbours: dict[str, Any] = field(default_factory=dict)
+    duplicates: dict[str, Any] = field(default_factory=dict)
+    outliers: dict[str, Any] = field(default_factory=dict)
 
     @property
     def parquet_meta(self) -> dict[str, Any]:
@@ -776,6 +794,7 @@ def write_run(
     tensors: Mapping[str, np.ndarray],
     embeddings: np.ndarray,
     suspects: pa.Table,
+    duplicates: pa.Table,
 ) -> None:
     """Write the run directory, each file atomically.
 
@@ -787,8 +806,12 @@ def write_run(
         embeddings: (N, E) float32, one row per manifest row (rows that aren't ``ok`` are
             ignored).
         suspects: suspects.parquet's columns, one row per manifest row.
+        duplicates: duplicates.parquet, one row per member of a near-duplicate group
+            (``noisyclean.duplicates.SCHEMA``).
     """
     from safetensors.numpy import save_file
+
+    from noisyclean.duplicates import SCHEMA as DUPLICATES_SCHEMA
 
     run_dir = Path(run_dir)
     with atomic_path(run_dir / "model.safetensors") as tmp:
@@ -816,6 +839,12 @@ def write_run(
     )
     _write_table(
         run_dir / "suspects.parquet", suspects, schema=SUSPECTS_SCHEMA, metadata=config.parquet_meta
+    )
+    _write_table(
+        run_dir / "duplicates.parquet",
+        duplicates,
+        schema=DUPLICATES_SCHEMA,
+        metadata=config.parquet_meta,
     )
 
 
@@ -872,15 +901,20 @@ def read_run_config(run_dir: Path) -> RunConfig:
         suspects=get("suspects", dict),
         epoch_losses=get("epoch_losses", list),
         features_file=raw.get("features_file", "") or "",
-        neighbours=dict(raw.get("neighbours") or {})
-        if isinstance(raw.get("neighbours"), dict)
-        else {},
+        neighbours=_optional_dict(raw, "neighbours"),
+        duplicates=_optional_dict(raw, "duplicates"),
+        outliers=_optional_dict(raw, "outliers"),
     )
     if not isinstance(config.features_file, str):
         raise ArtifactError(f"{path}: 'features_file' is not a string")
     if not config.run_id or not config.backbone:
         raise ArtifactError(f"{path}: 'run_id' and 'backbone' must not be empty")
     return config
+
+
+def _optional_dict(raw: dict[str, Any], key: str) -> dict[str, Any]:
+    value = raw.get(key)
+    return dict(value) if isinstance(value, dict) else {}
 
 
 def read_suspects(run_dir: Path, config: RunConfig) -> pa.Table:
@@ -906,6 +940,22 @@ def read_suspects(run_dir: Path, config: RunConfig) -> pa.Table:
             raise ArtifactError(
                 f"{path}: row {i + 1}: {column} {values[i].as_py()!r} is not {what}"
             )
+    return table
+
+
+def read_duplicates(run_dir: Path, config: RunConfig) -> pa.Table:
+    """A run's duplicates.parquet (one row per member of a near-duplicate group), checked
+    against its config.json."""
+    from noisyclean.duplicates import SCHEMA as DUPLICATES_SCHEMA
+
+    path = Path(run_dir) / "duplicates.parquet"
+    table = _read_table(path, "duplicates.parquet from `noisyclean train`", DUPLICATES_SCHEMA.names)
+    meta = _Meta(path, table.schema.metadata, "duplicates.parquet")
+    meta.version(RUN_FORMAT)
+    if meta.text("run_id") != config.run_id:
+        raise meta.fail(
+            "run_id", f"is {meta.text('run_id')!r}, but config.json's is {config.run_id!r}"
+        )
     return table
 
 

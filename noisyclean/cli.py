@@ -7,18 +7,28 @@ import os
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
 from noisyclean import __version__
-from noisyclean.configs import DEFAULT_BACKBONE, DEFAULT_TOP_CLASSES, LOSSES, OFFLINE_BACKBONE
+from noisyclean.configs import (
+    DEFAULT_BACKBONE,
+    DEFAULT_TOP_CLASSES,
+    DUPLICATE_THRESHOLD,
+    LOSSES,
+    OFFLINE_BACKBONE,
+    OUTLIER_THRESHOLD,
+)
 from noisyclean.errors import NoisyCleanError
 from noisyclean.reporting import console, error, out, progress_bars, staged
 
 if TYPE_CHECKING:
+    from noisyclean.configs import ConfidenceConfig, OutlierConfig, SuspectConfig, TrainConfig
     from noisyclean.features import FeatureConfig
+    from noisyclean.pipeline import ScoreResult, TrainResult
 
 app = typer.Typer(
     help=(
@@ -61,6 +71,106 @@ DeviceOpt = Annotated[
 BatchSizeOpt = Annotated[int, typer.Option(help="Images per backbone forward pass.", min=1)]
 WorkersOpt = Annotated[int, typer.Option(help="Worker processes decoding images.", min=0)]
 SeedOpt = Annotated[int, typer.Option(help="Seed of every random step; same seed, same output.")]
+DuplicateThresholdOpt = Annotated[
+    float,
+    typer.Option(
+        help=(
+            "Cosine similarity of backbone features at or above which two rows are "
+            "near-duplicates (calibrated for efficientnet-lite0; see docs/design.md)."
+        ),
+        min=-1.0,
+        max=1.0,
+    ),
+]
+OutlierThresholdOpt = Annotated[
+    float,
+    typer.Option(
+        help="Outlier score (robust standard deviations above a typical row) above which "
+        "a row is flagged as an outlier, suggestion drop.",
+    ),
+]
+
+
+FeaturesOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--features",
+        help=(
+            "Your own features instead of a backbone: Parquet with 'id' and 'embedding' "
+            "(list of float16/float32; optional 'status'), joined to the manifest by id, "
+            "or a folder (or s3://… prefix) written by `noisyclean features`. "
+            "Images are then needed only for the review page's thumbnails."
+        ),
+    ),
+]
+FoldsOpt = Annotated[int, typer.Option(help="Cross-fitting folds of the MLP.", min=2)]
+_SCORE_K_HELP = "Neighbours in Phase 1's leave-one-out k-NN vote (and its duplicate search)."
+_SCORE_EPOCHS_HELP = (
+    "MLP epochs per fold; few on purpose: longer fits memorise the noise "
+    "[default: 5; above 100,000 train rows fewer, as many steps in all]."
+)
+ScoreKOpt = Annotated[int, typer.Option(help=_SCORE_K_HELP, min=1)]
+BlendOpt = Annotated[
+    float,
+    typer.Option(
+        help="Weight of the MLP in the confidence; the k-NN vote gets the rest.", min=0, max=1
+    ),
+]
+ScoreEpochsOpt = Annotated[
+    int | None, typer.Option(help=_SCORE_EPOCHS_HELP, min=1, show_default=False)
+]
+TopClassesOpt = Annotated[
+    int,
+    typer.Option(
+        help=(
+            "Classes kept per row in conf.parquet: all of them up to this many; above, "
+            "the best ones (the others count as 0)."
+        ),
+        min=1,
+    ),
+]
+LossOpt = Annotated[
+    str,
+    typer.Option(help=f"{', '.join(LOSSES)}: the method's loss or a baseline, same pipeline."),
+]
+EmbeddingDimOpt = Annotated[int, typer.Option(help="Embedding dimension.", min=1)]
+_TRAIN_EPOCHS_HELP = (
+    "Passes of Phase 2 over the train rows [default: 20; above 100,000 train rows fewer, "
+    "as many steps in all]."
+)
+_TRAIN_BATCH_HELP = "Rows per Phase 2 step."
+_TRAIN_K_HELP = "Neighbours in the learned-space vote."
+LrOpt = Annotated[float, typer.Option(help="Head learning rate; proxies get x100.")]
+AlphaOpt = Annotated[float, typer.Option(help="Proxy-Anchor scale α.")]
+DeltaOpt = Annotated[float, typer.Option(help="Proxy-Anchor margin δ.")]
+TauOpt = Annotated[float, typer.Option(help="Smoothing threshold τ.")]
+SharpnessOpt = Annotated[float, typer.Option("--k-smooth", help="Smoothing sharpness k.")]
+PositivesOpt = Annotated[
+    str,
+    typer.Option(help="given: pull only on the given label's proxy; soft: on every class's."),
+]
+RenormalizeOpt = Annotated[
+    bool,
+    typer.Option(
+        help="Divide each row's confidences by its largest before smoothing (see README)."
+    ),
+]
+VoteWeightOpt = Annotated[
+    float,
+    typer.Option(
+        help="Weight of the learned-space vote in suspicion (C gets the rest).", min=0, max=1
+    ),
+]
+ReviewTopOpt = Annotated[
+    int,
+    typer.Option(help="At most this many cards per tab of the page, most urgent first.", min=1),
+]
+ThumbSizeOpt = Annotated[
+    int, typer.Option(help="Largest side of the embedded thumbnails, in pixels.", min=8)
+]
+NeighboursOpt = Annotated[
+    int, typer.Option(help="Neighbour thumbnails per class on each card.", min=0)
+]
 
 
 def fail(message: str) -> typer.Exit:
@@ -115,53 +225,18 @@ def score(
     output: Annotated[
         Path, typer.Option("-o", "--output", help="Where to write conf.parquet.")
     ] = Path("conf.parquet"),
-    features: Annotated[
-        str | None,
-        typer.Option(
-            "--features",
-            help=(
-                "Your own features instead of a backbone: Parquet with 'id' and 'embedding' "
-                "(list of float16/float32; optional 'status'), joined to the manifest by id, "
-                "or a folder (or s3://… prefix) written by `noisyclean features`. "
-                "Images are then needed only for the review page's thumbnails."
-            ),
-        ),
-    ] = None,
+    features: FeaturesOpt = None,
     backbone: BackboneOpt = DEFAULT_BACKBONE,
     image_size: ImageSizeOpt = None,
     cache_dir: CacheDirOpt = None,
     device: DeviceOpt = "auto",
     batch_size: BatchSizeOpt = 64,
     workers: WorkersOpt = 2,
-    folds: Annotated[int, typer.Option(help="Cross-fitting folds of the MLP.", min=2)] = 5,
-    k: Annotated[int, typer.Option(help="Neighbours in the leave-one-out k-NN vote.", min=1)] = 10,
-    blend: Annotated[
-        float,
-        typer.Option(
-            help="Weight of the MLP in the confidence; the k-NN vote gets the rest.", min=0, max=1
-        ),
-    ] = 0.5,
-    epochs: Annotated[
-        int | None,
-        typer.Option(
-            help=(
-                "MLP epochs per fold; few on purpose: longer fits memorise the noise "
-                "[default: 5; above 100,000 train rows fewer, as many steps in all]."
-            ),
-            min=1,
-            show_default=False,
-        ),
-    ] = None,
-    top_classes: Annotated[
-        int,
-        typer.Option(
-            help=(
-                "Classes kept per row in conf.parquet: all of them up to this many; above, "
-                "the best ones (the others count as 0)."
-            ),
-            min=1,
-        ),
-    ] = DEFAULT_TOP_CLASSES,
+    folds: FoldsOpt = 5,
+    k: ScoreKOpt = 10,
+    blend: BlendOpt = 0.5,
+    epochs: ScoreEpochsOpt = None,
+    top_classes: TopClassesOpt = DEFAULT_TOP_CLASSES,
     seed: SeedOpt = 0,
 ) -> None:
     """Phase 1: a confidence for every class of every row, never from a model that saw its label.
@@ -170,39 +245,50 @@ def score(
     a summary: unusable rows, the estimated noise rate per class, and the rows
     the module doubts most.
     """
-    from noisyclean.artifacts import PARQUET_SUFFIXES, check_output, write_conf
     from noisyclean.configs import ConfidenceConfig
+
+    with user_errors():
+        ccfg = ConfidenceConfig(
+            folds=folds, k=k, blend=blend, epochs=epochs, seed=seed, device=_train_device(device)
+        )
+        fcfg = _feature_config(backbone, image_size, cache_dir, device, batch_size, workers)
+        _score_to(manifest, output, features, fcfg, ccfg, top_classes)
+
+
+def _score_to(
+    manifest: str,
+    output: Path,
+    features: str | None,
+    fcfg: FeatureConfig,
+    ccfg: ConfidenceConfig,
+    top_classes: int,
+) -> ScoreResult:
+    """``score``'s work: conf.parquet at ``output``, and its summary printed."""
+    from noisyclean.artifacts import PARQUET_SUFFIXES, check_output, write_conf
     from noisyclean.feature_file import FeatureFile
     from noisyclean.manifest import load_manifest
     from noisyclean.pipeline import score_manifest
     from noisyclean.reporting import score_summary
 
-    with user_errors():
-        started = time.perf_counter()
-        local = [Path(features)] if features and "://" not in features else []
-        check_output(output, inputs=[Path(manifest), *local], suffixes=PARQUET_SUFFIXES)
-        source: FeatureConfig | FeatureFile
-        if features is not None:
-            source = FeatureFile.open(features)
-        else:
-            source = _feature_config(backbone, image_size, cache_dir, device, batch_size, workers)
-        m = load_manifest(manifest, check_files=features is None)
-        ccfg = ConfidenceConfig(
-            folds=folds, k=k, blend=blend, epochs=epochs, seed=seed, device=_train_device(device)
+    started = time.perf_counter()
+    local = [Path(features)] if features and "://" not in features else []
+    check_output(output, inputs=[Path(manifest), *local], suffixes=PARQUET_SUFFIXES)
+    source = FeatureFile.open(features) if features is not None else fcfg
+    m = load_manifest(manifest, check_files=features is None)
+    with progress_bars() as track:
+        result = score_manifest(
+            m,
+            features=source,
+            config=ccfg,
+            top_classes=top_classes,
+            feature_progress=track("features", "row" if features else "img"),
+            fit_progress=track("MLP epochs", "epoch"),
+            search_progress=staged(track, "neighbours"),
         )
-        with progress_bars() as track:
-            result = score_manifest(
-                m,
-                features=source,
-                config=ccfg,
-                top_classes=top_classes,
-                feature_progress=track("features", "row" if features else "img"),
-                fit_progress=track("MLP epochs", "epoch"),
-                search_progress=staged(track, "neighbours"),
-            )
-        with console.status(f"writing {output}"):
-            write_conf(output, result.conf)
-        score_summary(result, output, time.perf_counter() - started)
+    with console.status(f"writing {output}"):
+        write_conf(output, result.conf)
+    score_summary(result, output, time.perf_counter() - started)
+    return result
 
 
 @app.command()
@@ -318,49 +404,23 @@ def train(
     output: Annotated[
         Path, typer.Option("-o", "--output", help="Run directory to write.", file_okay=False)
     ] = Path("run"),
-    loss: Annotated[
-        str,
-        typer.Option(
-            help=f"{', '.join(LOSSES)}: the method's loss or a baseline, same pipeline.",
-        ),
-    ] = "smooth-proxy-anchor",
-    embedding_dim: Annotated[int, typer.Option(help="Embedding dimension.", min=1)] = 128,
+    loss: LossOpt = "smooth-proxy-anchor",
+    embedding_dim: EmbeddingDimOpt = 128,
     epochs: Annotated[
-        int | None,
-        typer.Option(
-            help=(
-                "Passes over the train rows [default: 20; above 100,000 train rows fewer, "
-                "as many steps in all]."
-            ),
-            min=1,
-            show_default=False,
-        ),
+        int | None, typer.Option(help=_TRAIN_EPOCHS_HELP, min=1, show_default=False)
     ] = None,
-    batch_size: Annotated[int, typer.Option(help="Rows per step.", min=2)] = 256,
-    lr: Annotated[float, typer.Option(help="Head learning rate; proxies get x100.")] = 3e-4,
-    alpha: Annotated[float, typer.Option(help="Proxy-Anchor scale α.")] = 32.0,
-    delta: Annotated[float, typer.Option(help="Proxy-Anchor margin δ.")] = 0.1,
-    tau: Annotated[float, typer.Option(help="Smoothing threshold τ.")] = 0.5,
-    sharpness: Annotated[float, typer.Option("--k-smooth", help="Smoothing sharpness k.")] = 20.0,
-    positives: Annotated[
-        str,
-        typer.Option(
-            help="given: pull only on the given label's proxy; soft: on every class's.",
-        ),
-    ] = "given",
-    renormalize: Annotated[
-        bool,
-        typer.Option(
-            help="Divide each row's confidences by its largest before smoothing (see README)."
-        ),
-    ] = True,
-    k: Annotated[int, typer.Option(help="Neighbours in the learned-space vote.", min=1)] = 10,
-    vote_weight: Annotated[
-        float,
-        typer.Option(
-            help="Weight of the learned-space vote in suspicion (C gets the rest).", min=0, max=1
-        ),
-    ] = 0.5,
+    batch_size: Annotated[int, typer.Option(help=_TRAIN_BATCH_HELP, min=2)] = 256,
+    lr: LrOpt = 3e-4,
+    alpha: AlphaOpt = 32.0,
+    delta: DeltaOpt = 0.1,
+    tau: TauOpt = 0.5,
+    sharpness: SharpnessOpt = 20.0,
+    positives: PositivesOpt = "given",
+    renormalize: RenormalizeOpt = True,
+    k: Annotated[int, typer.Option(help=_TRAIN_K_HELP, min=1)] = 10,
+    vote_weight: VoteWeightOpt = 0.5,
+    duplicate_threshold: DuplicateThresholdOpt = DUPLICATE_THRESHOLD,
+    outlier_threshold: OutlierThresholdOpt = OUTLIER_THRESHOLD,
     top: Annotated[int, typer.Option(help="Suspects shown in the terminal table.", min=0)] = 20,
     cache_dir: CacheDirOpt = None,
     device: DeviceOpt = "auto",
@@ -368,22 +428,77 @@ def train(
 ) -> None:
     """Phase 2: train a noise-robust embedding weighted by Phase 1's confidences, and rank suspects.
 
-    Writes RUN/model.safetensors, config.json, embeddings.parquet and
-    suspects.parquet (every manifest row, in manifest order), and prints the top
-    suspects, the estimated noise per class and the number flagged.
+    Writes RUN/model.safetensors, config.json, embeddings.parquet, suspects.parquet
+    (every manifest row, in manifest order, with its outlier score and suggestion)
+    and duplicates.parquet (near-duplicate groups in the backbone space), and prints
+    the top suspects, the estimated noise per class and the numbers flagged.
     """
-    from noisyclean.artifacts import RUN_FILES, check_output
-    from noisyclean.configs import SuspectConfig, TrainConfig
-    from noisyclean.pipeline import train_run
-    from noisyclean.reporting import train_summary
-
     with user_errors():
-        started = time.perf_counter()
-        check_output(output, inputs=[weights], folder=True)
-        for name in RUN_FILES:
-            check_output(output / name, inputs=[weights])
-        try:
-            cfg = TrainConfig(
+        options = _train_options(
+            loss=loss,
+            embedding_dim=embedding_dim,
+            epochs=epochs,
+            batch_size=batch_size,
+            lr=lr,
+            alpha=alpha,
+            delta=delta,
+            tau=tau,
+            sharpness=sharpness,
+            positives=positives,
+            renormalize=renormalize,
+            k=k,
+            vote_weight=vote_weight,
+            duplicate_threshold=duplicate_threshold,
+            outlier_threshold=outlier_threshold,
+            seed=seed,
+            device=device,
+        )
+        _train_to(weights, output, options, cache_dir=cache_dir, top=top)
+
+
+@dataclass(frozen=True)
+class _TrainOptions:
+    """Everything ``train`` is given but its files and the terminal table."""
+
+    train: TrainConfig
+    suspects: SuspectConfig
+    duplicate_threshold: float
+    outliers: OutlierConfig
+
+    def recorded(self) -> dict[str, Any]:
+        return {
+            "train": asdict(self.train),
+            "suspects": asdict(self.suspects),
+            "duplicate_threshold": self.duplicate_threshold,
+            "outliers": asdict(self.outliers),
+        }
+
+
+def _train_options(
+    *,
+    loss: str,
+    embedding_dim: int,
+    epochs: int | None,
+    batch_size: int,
+    lr: float,
+    alpha: float,
+    delta: float,
+    tau: float,
+    sharpness: float,
+    positives: str,
+    renormalize: bool,
+    k: int,
+    vote_weight: float,
+    duplicate_threshold: float,
+    outlier_threshold: float,
+    seed: int,
+    device: str,
+) -> _TrainOptions:
+    from noisyclean.configs import OutlierConfig, SuspectConfig, TrainConfig
+
+    try:
+        return _TrainOptions(
+            train=TrainConfig(
                 loss=loss,
                 embedding_dim=embedding_dim,
                 epochs=epochs,
@@ -397,24 +512,44 @@ def train(
                 renormalize=renormalize,
                 seed=seed,
                 device=device,
-            )
-            scfg = SuspectConfig(k=k, weight=1.0 - vote_weight)
-        except ValueError as err:
-            raise NoisyCleanError(str(err)) from None
-        with progress_bars() as track:
-            epoch_bar = track("training", "epoch")
-            result = train_run(
-                weights,
-                output,
-                config=cfg,
-                suspect_config=scfg,
-                cache_dir=cache_dir,
-                feature_progress=track("features", "img"),
-                epoch_progress=lambda done, total, _loss: epoch_bar(done, total),
-                search_progress=staged(track, "neighbours"),
-                write_progress=track("writing the run", "file"),
-            )
-        train_summary(result, top, time.perf_counter() - started)
+            ),
+            suspects=SuspectConfig(k=k, weight=1.0 - vote_weight),
+            duplicate_threshold=duplicate_threshold,
+            outliers=OutlierConfig(threshold=outlier_threshold),
+        )
+    except ValueError as err:
+        raise NoisyCleanError(str(err)) from None
+
+
+def _train_to(
+    weights: Path, output: Path, options: _TrainOptions, *, cache_dir: Path | None, top: int
+) -> TrainResult:
+    """``train``'s work: the run's files in ``output``, and its summary printed."""
+    from noisyclean.artifacts import RUN_FILES, check_output
+    from noisyclean.pipeline import train_run
+    from noisyclean.reporting import train_summary
+
+    started = time.perf_counter()
+    check_output(output, inputs=[weights], folder=True)
+    for name in RUN_FILES:
+        check_output(output / name, inputs=[weights])
+    with progress_bars() as track:
+        epoch_bar = track("training", "epoch")
+        result = train_run(
+            weights,
+            output,
+            config=options.train,
+            suspect_config=options.suspects,
+            duplicate_threshold=options.duplicate_threshold,
+            outlier_config=options.outliers,
+            cache_dir=cache_dir,
+            feature_progress=track("features", "img"),
+            epoch_progress=lambda done, total, _loss: epoch_bar(done, total),
+            search_progress=staged(track, "neighbours"),
+            write_progress=track("writing the run", "file"),
+        )
+    train_summary(result, top, time.perf_counter() - started)
+    return result
 
 
 @app.command("embed")
@@ -464,32 +599,40 @@ def review(
     output: Annotated[Path, typer.Option("-o", "--output", help="The HTML page to write.")] = Path(
         "review.html"
     ),
-    top: Annotated[
-        int, typer.Option(help="At most this many suspects, most suspicious first.", min=1)
-    ] = 500,
-    thumb_size: Annotated[
-        int, typer.Option(help="Largest side of the embedded thumbnails, in pixels.", min=8)
-    ] = 96,
-    neighbours: Annotated[
-        int, typer.Option(help="Neighbour thumbnails per class on each card.", min=0)
-    ] = 4,
+    top: ReviewTopOpt = 500,
+    thumb_size: ThumbSizeOpt = 96,
+    neighbours: NeighboursOpt = 4,
 ) -> None:
-    """Write one self-contained HTML page to review the suspects and export decisions.csv.
+    """Write one self-contained HTML page to review the suspects, duplicates and outliers.
 
     The page works offline (no server, no CDN); decisions persist in the browser
-    under the run's id. Keys: j/k next/previous, a keep, r relabel to the
-    suggested label, 1-9/0 relabel to a class, d drop, u undo.
+    under the run's id and export as decisions.csv for `noisyclean apply`. Keys:
+    j/k next/previous, a keep, r relabel to the suggested label, 1-9/0 relabel to
+    a class, d drop, u undo.
     """
+    with user_errors():
+        _review_to(run_dir, output, top=top, thumb_size=thumb_size, neighbours=neighbours)
+
+
+def _review_to(
+    run_dir: Path,
+    output: Path,
+    *,
+    top: int,
+    thumb_size: int,
+    neighbours: int,
+    inside_run: bool = False,
+) -> None:
+    """``review``'s work: the page at ``output`` (outside the run directory, unless
+    ``inside_run``: ``noisyclean run`` writes it beside the run's files), and its
+    summary printed."""
     from noisyclean.artifacts import check_output
     from noisyclean.reporting import review_summary
     from noisyclean.review import write_review
 
-    with user_errors():
-        check_output(output, runs=[run_dir])
-        summary = write_review(
-            run_dir, output, top=top, thumb_size=thumb_size, neighbours=neighbours
-        )
-        review_summary(summary)
+    check_output(output, runs=[] if inside_run else [run_dir])
+    summary = write_review(run_dir, output, top=top, thumb_size=thumb_size, neighbours=neighbours)
+    review_summary(summary)
 
 
 @app.command("apply")
@@ -528,6 +671,214 @@ def apply_cmd(
     with user_errors():
         s = apply_decisions(manifest, decisions, output, allow_new_labels=allow_new_labels)
         apply_summary(s)
+
+
+@app.command("run")
+def run_cmd(
+    manifest: Annotated[
+        str,
+        typer.Argument(
+            help=(
+                "CSV or Parquet with columns path,label (optional id, split, true_label); "
+                "a file or a URL."
+            )
+        ),
+    ],
+    output: Annotated[
+        Path,
+        typer.Option(
+            "-o", "--output", help="Folder for every artifact of the loop.", file_okay=False
+        ),
+    ] = Path("noisyclean-run"),
+    previous: Annotated[
+        Path | None,
+        typer.Option(
+            help=(
+                "The folder of an earlier `noisyclean run` (before `apply`): report what "
+                "changed since (rows, estimated noise per class, suspects left)."
+            ),
+            file_okay=False,
+            show_default=False,
+        ),
+    ] = None,
+    force: Annotated[
+        bool, typer.Option("--force", help="Redo every stage (features still come from the cache).")
+    ] = False,
+    features: FeaturesOpt = None,
+    backbone: BackboneOpt = DEFAULT_BACKBONE,
+    image_size: ImageSizeOpt = None,
+    cache_dir: CacheDirOpt = None,
+    device: DeviceOpt = "auto",
+    batch_size: BatchSizeOpt = 64,
+    workers: WorkersOpt = 2,
+    folds: FoldsOpt = 5,
+    k: ScoreKOpt = 10,
+    blend: BlendOpt = 0.5,
+    epochs: ScoreEpochsOpt = None,
+    top_classes: TopClassesOpt = DEFAULT_TOP_CLASSES,
+    seed: SeedOpt = 0,
+    loss: LossOpt = "smooth-proxy-anchor",
+    embedding_dim: EmbeddingDimOpt = 128,
+    train_epochs: Annotated[
+        int | None, typer.Option(help=_TRAIN_EPOCHS_HELP, min=1, show_default=False)
+    ] = None,
+    train_batch_size: Annotated[int, typer.Option(help=_TRAIN_BATCH_HELP, min=2)] = 256,
+    lr: LrOpt = 3e-4,
+    alpha: AlphaOpt = 32.0,
+    delta: DeltaOpt = 0.1,
+    tau: TauOpt = 0.5,
+    sharpness: SharpnessOpt = 20.0,
+    positives: PositivesOpt = "given",
+    renormalize: RenormalizeOpt = True,
+    train_k: Annotated[int, typer.Option(help=_TRAIN_K_HELP, min=1)] = 10,
+    vote_weight: VoteWeightOpt = 0.5,
+    duplicate_threshold: DuplicateThresholdOpt = DUPLICATE_THRESHOLD,
+    outlier_threshold: OutlierThresholdOpt = OUTLIER_THRESHOLD,
+    top: ReviewTopOpt = 500,
+    thumb_size: ThumbSizeOpt = 96,
+    neighbours: NeighboursOpt = 4,
+) -> None:
+    """The whole loop in one folder: score, train (with duplicates and outliers), review.
+
+    Writes OUTPUT/conf.parquet, the run's files (config.json, model.safetensors,
+    embeddings.parquet, suspects.parquet, duplicates.parquet), review.html and
+    stages.json, which records each stage's options and inputs. A rerun skips every
+    stage whose options and inputs are unchanged (and whose files are as written),
+    and redoes a changed stage and the stages after it; features always come from
+    the cache. Takes score's options under their names and train's under a --train-
+    prefix where they clash (--train-k, --train-epochs, --train-batch-size).
+    """
+    from noisyclean.artifacts import check_output
+    from noisyclean.configs import ConfidenceConfig
+    from noisyclean.feature_file import FeatureFile
+    from noisyclean.loop import OUTPUTS, STAGES, Record, compare, fingerprint, stage_key
+    from noisyclean.reporting import change_summary, stage_line
+
+    with user_errors():
+        started = time.perf_counter()
+        local_inputs = [Path(manifest)] + (
+            [Path(features)] if features and "://" not in features else []
+        )
+        check_output(output, inputs=local_inputs, folder=True)
+        for names in OUTPUTS.values():
+            for name in names:
+                check_output(output / name, inputs=local_inputs)
+        if previous is not None:
+            if previous.resolve() == output.resolve():
+                raise NoisyCleanError(
+                    f"{previous}: --previous is the output folder; run into a new folder"
+                )
+            if "train" not in Record.load(previous).stages:
+                raise NoisyCleanError(
+                    f"{previous}: not a finished `noisyclean run` folder (no stages.json "
+                    "with a train stage)"
+                )
+        ccfg = ConfidenceConfig(
+            folds=folds, k=k, blend=blend, epochs=epochs, seed=seed, device=_train_device(device)
+        )
+        fcfg = _feature_config(backbone, image_size, cache_dir, device, batch_size, workers)
+        topts = _train_options(
+            loss=loss,
+            embedding_dim=embedding_dim,
+            epochs=train_epochs,
+            batch_size=train_batch_size,
+            lr=lr,
+            alpha=alpha,
+            delta=delta,
+            tau=tau,
+            sharpness=sharpness,
+            positives=positives,
+            renormalize=renormalize,
+            k=train_k,
+            vote_weight=vote_weight,
+            duplicate_threshold=duplicate_threshold,
+            outlier_threshold=outlier_threshold,
+            seed=seed,
+            device=device,
+        )
+        inputs = {"manifest": fingerprint(manifest)}
+        if features is not None:
+            inputs["features"] = f"{features}:{FeatureFile.open(features).stamp}"
+        options: dict[str, dict[str, Any]] = {
+            "score": {
+                "features": features,
+                "backbone": None if features else backbone,
+                "image_size": None if features else image_size,
+                "confidence": asdict(ccfg),
+                "top_classes": top_classes,
+            },
+            "train": topts.recorded(),
+            "review": {"top": top, "thumb_size": thumb_size, "neighbours": neighbours},
+        }
+        stage_inputs: dict[str, dict[str, str]] = {"score": inputs, "train": {}, "review": {}}
+        output.mkdir(parents=True, exist_ok=True)
+        record = Record.load(output)
+        conf_path = output / "conf.parquet"
+        page = output / "review.html"
+        upstream, redo = "", force
+        for stage in STAGES:
+            key = stage_key(stage, options[stage], stage_inputs[stage], upstream)
+            upstream = key
+            if not redo and record.is_done(stage, key):
+                stage_line(stage, skipped=True, summary=record.summary(stage))
+                continue
+            redo = True
+            record.forget(stage)
+            stage_line(stage, skipped=False)
+            t0 = time.perf_counter()
+            summary: dict[str, Any] = {}
+            if stage == "score":
+                _score_to(manifest, conf_path, features, fcfg, ccfg, top_classes)
+            elif stage == "train":
+                result = _train_to(conf_path, output, topts, cache_dir=cache_dir, top=20)
+                summary = _loop_summary(result)
+            else:
+                _review_to(
+                    output,
+                    page,
+                    top=top,
+                    thumb_size=thumb_size,
+                    neighbours=neighbours,
+                    inside_run=True,
+                )
+            record.finish(
+                stage,
+                key,
+                options=options[stage],
+                inputs=stage_inputs[stage],
+                seconds=time.perf_counter() - t0,
+                summary=summary,
+            )
+        if previous is not None:
+            change_summary(compare(previous, output), previous, output)
+        out.print(
+            f"done in {time.perf_counter() - started:.1f} s; review page: "
+            f"[bold]{page.resolve().as_uri()}[/]"
+        )
+
+
+def _loop_summary(result: TrainResult) -> dict[str, Any]:
+    """What ``run --previous`` compares: counts and the estimated noise per class."""
+    import numpy as np
+    import pandas as pd
+
+    found = result.suspects
+    usable = found.usable
+    labels = np.asarray(pd.Categorical(result.frame["label"], categories=found.classes).codes)
+    class_rows = np.bincount(labels[usable], minlength=len(found.classes))
+    rates = found.flags.noise_rate
+    overall = float((rates * class_rows).sum() / max(int(class_rows.sum()), 1))
+    return {
+        "rows": len(usable),
+        "usable": int(usable.sum()),
+        "suspects": int(result.is_suspect.sum()),
+        "outliers": int(result.outliers.is_outlier.sum()),
+        "groups": result.duplicates.n_groups,
+        "noise": round(overall, 6),
+        "classes": list(found.classes),
+        "noise_rate": [round(float(r), 6) for r in rates],
+        "class_rows": [int(c) for c in class_rows],
+    }
 
 
 @app.command()

@@ -29,6 +29,15 @@ def scaled_epochs(default: int, n_rows: int, *, minimum: int) -> int:
     return max(minimum, math.ceil(default * EPOCH_SCALE_ROWS / n_rows))
 
 
+#: Cosine similarity of backbone features at or above which two rows are near-duplicates,
+#: calibrated on Fashion-MNIST with efficientnet-lite0 at 112 px (docs/design.md).
+DUPLICATE_THRESHOLD = 0.95
+#: Outlier score (robust standard deviations above a typical train row) above which a
+#: row is flagged as an outlier (docs/design.md).
+OUTLIER_THRESHOLD = 5.0
+#: The parts an outlier score can be built from (``noisyclean.outliers``).
+OUTLIER_PARTS = ("centroid", "spread", "confidence", "neighbours")
+
 #: The method's loss and the baselines that run through the same pipeline.
 LOSSES = ("smooth-proxy-anchor", "proxy-anchor", "multi-similarity")
 
@@ -158,3 +167,33 @@ class SuspectConfig:
             raise ValueError(f"pool must be at least k ({self.k}), got {self.pool}")
         if not 0.0 <= self.weight <= 1.0:
             raise ValueError(f"weight must be in [0, 1], got {self.weight}")
+
+
+@dataclass(frozen=True)
+class OutlierConfig:
+    """Options of the outlier score.
+
+    Attributes:
+        parts: the parts the score averages, from ``OUTLIER_PARTS``; ``neighbours`` needs the
+            neighbours' similarities, ``spread`` and ``confidence`` Phase 1's
+            confidences.
+        per_class: standardise each part by the median and MAD of the reference rows
+            whose nearest centroid is the same class (a class with fewer than
+            ``min_class_rows`` of them uses the global ones); else by the global ones.
+        threshold: a row is an outlier when its score exceeds this.
+        min_class_rows: reference rows a class needs for its own median and MAD.
+    """
+
+    parts: tuple[str, ...] = ("centroid", "spread")
+    per_class: bool = False
+    threshold: float = OUTLIER_THRESHOLD
+    min_class_rows: int = 30
+
+    def __post_init__(self) -> None:
+        unknown = [p for p in self.parts if p not in OUTLIER_PARTS]
+        if not self.parts or unknown or len(set(self.parts)) != len(self.parts):
+            raise ValueError(f"parts must be distinct names from {OUTLIER_PARTS}, got {self.parts}")
+        if self.min_class_rows < 1:
+            raise ValueError(f"min_class_rows must be at least 1, got {self.min_class_rows}")
+        if not math.isfinite(self.threshold):
+            raise ValueError(f"threshold must be a finite number, got {self.threshold}")

@@ -59,9 +59,14 @@ import pyarrow as pa
 from scipy.sparse import coo_matrix
 from scipy.sparse.csgraph import connected_components, dijkstra
 
-#: Cosine similarity at or above which two rows are near-duplicates. Calibrated on
-#: Fashion-MNIST with efficientnet-lite0 at 112 px (see ``benchmarks/duplicates.py``).
-DEFAULT_THRESHOLD = 0.95
+from noisyclean.configs import DUPLICATE_THRESHOLD
+
+#: Cosine similarity at or above which two rows are near-duplicates (see ``configs``).
+DEFAULT_THRESHOLD = DUPLICATE_THRESHOLD
+#: Listed pairs at or above this similarity may be byte-identical files (equal bytes give
+#: equal features, up to the rounding of the batch they were computed in): only their
+#: files are hashed (``exact_candidates``).
+EXACT_SIMILARITY = 0.999
 #: Group kinds, most urgent first; ``kind`` is the first that applies.
 KINDS = ("conflict", "leak", "exact", "near")
 #: Member rows whose features are read at a time when the similarities are computed.
@@ -199,6 +204,23 @@ def pool_to_rows(neighbours: np.ndarray, pool: np.ndarray) -> np.ndarray:
     if len(pool) == 0:
         return np.full(nb.shape, -1, dtype=np.int64)
     return np.where(nb >= 0, pool[np.maximum(nb, 0)], -1).astype(np.int64)
+
+
+def exact_candidates(
+    neighbours: np.ndarray,
+    similarities: np.ndarray,
+    usable: np.ndarray,
+    *,
+    minimum: float = EXACT_SIMILARITY,
+) -> np.ndarray:
+    """Row positions that may have a byte-identical copy: both rows of every listed pair
+    with a similarity of at least ``minimum``, sorted. Hashing only their files gives
+    ``find_duplicates`` its content keys without reading every image again."""
+    usable = np.asarray(usable, dtype=bool)
+    a, b, _ = _listed_pairs(
+        np.asarray(neighbours), np.asarray(similarities), usable, minimum=minimum
+    )
+    return np.unique(np.r_[a, b])
 
 
 def find_duplicates(

@@ -46,9 +46,11 @@ from dataclasses import dataclass
 import numpy as np
 
 from noisyclean.confidence import TopClasses
+from noisyclean.configs import OUTLIER_PARTS as PARTS
+from noisyclean.configs import OUTLIER_THRESHOLD, OutlierConfig
 
-#: The parts a score can be built from.
-PARTS = ("centroid", "spread", "confidence", "neighbours")
+__all__ = ["PARTS", "OutlierConfig", "OutlierScores", "outlier_scores"]
+
 #: The parts standardised in log: distances, right-skewed and bounded below.
 _DISTANCES = frozenset({"centroid", "neighbours"})
 #: The least scale of each part's z-score, in its own units (after the log for the
@@ -56,44 +58,14 @@ _DISTANCES = frozenset({"centroid", "neighbours"})
 #: every row makes the spread's MAD tiny; without its floor of half a class, a row
 #: between two look-alike classes (a relabel question) would score as an outlier.
 _MIN_SCALE = {"spread": 0.5, "confidence": 0.05, "centroid": 0.05, "neighbours": 0.05}
-#: The default cut-off of the score (robust standard deviations); see docs/outliers-draft.md.
-DEFAULT_THRESHOLD = 5.0
+#: The default cut-off of the score (robust standard deviations); see docs/design.md.
+DEFAULT_THRESHOLD = OUTLIER_THRESHOLD
 #: Rows read at a time, at most...
 _CHUNK_ROWS = 65_536
 #: ...and at most about this many values (rows × feature dimensions, rows × classes).
 _CHUNK_VALUES = 1 << 22
 #: 1.4826 · MAD estimates the standard deviation of a normal distribution.
 _MAD_SCALE = 1.4826
-
-
-@dataclass(frozen=True)
-class OutlierConfig:
-    """Options of the outlier score.
-
-    Attributes:
-        parts: the parts the score averages, from ``PARTS``; ``neighbours`` needs the
-            neighbours' similarities, ``spread`` and ``confidence`` Phase 1's
-            confidences.
-        per_class: standardise each part by the median and MAD of the reference rows
-            whose nearest centroid is the same class (a class with fewer than
-            ``min_class_rows`` of them uses the global ones); else by the global ones.
-        threshold: a row is an outlier when its score exceeds this.
-        min_class_rows: reference rows a class needs for its own median and MAD.
-    """
-
-    parts: tuple[str, ...] = ("centroid", "spread")
-    per_class: bool = False
-    threshold: float = DEFAULT_THRESHOLD
-    min_class_rows: int = 30
-
-    def __post_init__(self) -> None:
-        unknown = [p for p in self.parts if p not in PARTS]
-        if not self.parts or unknown or len(set(self.parts)) != len(self.parts):
-            raise ValueError(f"parts must be distinct names from {PARTS}, got {self.parts}")
-        if self.min_class_rows < 1:
-            raise ValueError(f"min_class_rows must be at least 1, got {self.min_class_rows}")
-        if not np.isfinite(self.threshold):
-            raise ValueError(f"threshold must be a finite number, got {self.threshold}")
 
 
 @dataclass(frozen=True)

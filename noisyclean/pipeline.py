@@ -32,6 +32,8 @@ from noisyclean.artifacts import (
 )
 from noisyclean.confidence import TopClasses, score_confidences
 from noisyclean.configs import DEFAULT_TOP_CLASSES, ConfidenceConfig, SuspectConfig, TrainConfig
+from noisyclean.duplicates import DEFAULT_THRESHOLD as DUPLICATE_THRESHOLD
+from noisyclean.duplicates import Duplicates, exact_candidates, find_duplicates
 from noisyclean.embedding import embed, head_from_tensors, model_tensors, train_head
 from noisyclean.errors import NoisyCleanError
 from noisyclean.feature_file import FeatureFile
@@ -39,8 +41,10 @@ from noisyclean.features import FeatureConfig, Features, extract_features
 from noisyclean.features import Progress as FeatureProgress
 from noisyclean.flagging import Flags, sparse_flags
 from noisyclean.knn import Progress as SearchProgress
-from noisyclean.manifest import Manifest, load_manifest, manifest_from_images
+from noisyclean.manifest import Manifest, load_manifest, manifest_from_images, row_sources
 from noisyclean.metrics import auroc
+from noisyclean.outliers import OutlierConfig, OutlierScores, outlier_scores
+from noisyclean.sources import read_source
 from noisyclean.suspects import Suspects, find_suspects
 
 #: Called after each model fit with (fits done, fits to do).
@@ -244,6 +248,10 @@ class TrainResult:
         confidence_auroc: ``train_auroc`` of Phase 1's ``1 - confidence``, when known.
         suspicion_auroc: ``train_auroc`` of Phase 2's ``suspicion``, when known.
         computed: images whose features were computed now.
+        duplicates: the near-duplicate groups (written to duplicates.parquet).
+        outliers: every row's outlier score and flag.
+        is_suspect: (N,) bool, the rows flagged in suspects.parquet: Phase 2's flags
+            and every row of a ``conflict`` group.
         losses: the mean loss of each epoch.
     """
 
@@ -254,6 +262,9 @@ class TrainResult:
     confidence_auroc: float | None
     suspicion_auroc: float | None
     computed: int
+    duplicates: Duplicates
+    outliers: OutlierScores
+    is_suspect: np.ndarray
     losses: list[float] = field(default_factory=list)
 
 
@@ -275,6 +286,8 @@ def train_run(
     *,
     config: TrainConfig,
     suspect_config: SuspectConfig | None = None,
+    duplicate_threshold: float = DUPLICATE_THRESHOLD,
+    outlier_config: OutlierConfig | None = None,
     cache_dir: Path | None = None,
     feature_progress: FeatureProgress | None = None,
     epoch_progress: EpochProgress | None = None,
@@ -282,10 +295,12 @@ def train_run(
     write_progress: FitProgress | None = None,
 ) -> TrainResult:
     """Phase 2 end to end: read conf.parquet, train the head, embed every usable row,
-    find suspects, and write the run directory (each file atomically).
+    find suspects, near-duplicate groups and outliers, and write the run directory
+    (each file atomically).
 
     The features are found as ``score`` found them: the same backbone and cache, or
-    the same features file (refused if it changed since).
+    the same features file (refused if it changed since). Duplicates and outliers are
+    measured in that backbone space, from Phase 1's neighbour search (no second search).
     """
     conf = read_conf(conf_path)
     meta = conf.meta
@@ -338,9 +353,37 @@ def train_run(
         progress=search_progress,
     )
     frame = m.frame
-    table = found.table(pa.array(frame["id"], type=pa.string()), labels)
+    is_test = (frame["split"] == "test").to_numpy() & ok
+    dups = find_duplicates(
+        conf.neighbours,
+        conf.similarities,
+        labels,
+        is_test,
+        ok,
+        threshold=duplicate_threshold,
+        content_keys=_content_keys(m, exact_candidates(conf.neighbours, conf.similarities, ok)),
+        features=feats.values,
+    )
+    outliers = outlier_scores(
+        feats.values,
+        labels,
+        train=train,
+        n_classes=len(classes),
+        confidences=top,
+        similarities=conf.similarities,
+        neighbours=conf.neighbours,
+        usable=ok,
+        config=outlier_config,
+    )
+    is_suspect = found.is_suspect | dups.in_conflict
+    ids = pa.array(frame["id"], type=pa.string())
+    table = found.table(ids, labels)
     table = table.add_column(2, "path", pa.array(frame["path"], type=pa.string()))
     table = table.append_column("status", pa.array(frame["status"], type=pa.string()))
+    table = table.set_column(
+        table.column_names.index("is_suspect"), "is_suspect", pa.array(is_suspect)
+    )
+    table = _add_cleanup_columns(table, outliers, dups, is_suspect, ok)
     run = RunConfig(
         run_id=uuid.uuid4().hex[:12],
         classes=classes,
@@ -357,10 +400,24 @@ def train_run(
         epoch_losses=losses,
         features_file=meta.features_file,
         neighbours=asdict(found.search) if found.search else {},
+        duplicates={
+            "threshold": dups.threshold,
+            "groups": dups.n_groups,
+            "rows": len(dups.members),
+            **{kind: int(getattr(dups, kind).sum()) for kind in ("conflict", "leak", "exact")},
+        },
+        outliers={**asdict(outliers.config), "flagged": int(outliers.is_outlier.sum())},
     )
     if write_progress:
         write_progress(0, 1)
-    write_run(out_dir, run, tensors=model_tensors(head, loss_fn), embeddings=emb, suspects=table)
+    write_run(
+        out_dir,
+        run,
+        tensors=model_tensors(head, loss_fn),
+        embeddings=emb,
+        suspects=table,
+        duplicates=dups.table(ids, classes),
+    )
     if write_progress:
         write_progress(1, 1)
     return TrainResult(
@@ -371,8 +428,71 @@ def train_run(
         confidence_auroc=train_auroc(1.0 - top.given, m),
         suspicion_auroc=train_auroc(found.suspicion, m),
         computed=feats.computed,
+        duplicates=dups,
+        outliers=outliers,
+        is_suspect=is_suspect,
         losses=losses,
     )
+
+
+def _add_cleanup_columns(
+    table: pa.Table,
+    outliers: OutlierScores,
+    dups: Duplicates,
+    is_suspect: np.ndarray,
+    usable: np.ndarray,
+) -> pa.Table:
+    """suspects.parquet's outlier and duplicate columns: ``outlier``, ``is_outlier``,
+    ``suggestion`` (``drop`` for an outlier, else ``relabel`` for a suspect), and
+    ``duplicate_group``/``conflict`` (built from arrays: no Python object per row)."""
+    score = outliers.score
+    suggestion = np.where(outliers.is_outlier, 0, np.where(is_suspect, 1, -1)).astype(np.int32)
+    names = pa.array(["drop", "relabel"], type=pa.string())
+    columns = {
+        "outlier": pa.array(score, type=pa.float32(), mask=~(usable & np.isfinite(score))),
+        "is_outlier": pa.array(outliers.is_outlier),
+        "suggestion": pa.DictionaryArray.from_arrays(
+            pa.array(np.maximum(suggestion, 0), mask=suggestion < 0), names
+        ).cast(pa.string()),
+        "duplicate_group": pa.array(dups.group, type=pa.int64(), mask=dups.group < 0),
+        "conflict": pa.array(dups.in_conflict),
+    }
+    for name, column in columns.items():
+        table = table.append_column(name, column)
+    return table
+
+
+def _content_keys(manifest: Manifest, candidates: np.ndarray) -> np.ndarray:
+    """(N, 2) uint64 keys for ``find_duplicates``: a hash of the file's bytes for the
+    ``candidates`` (rows with a near-identical neighbour: byte-identical files have equal
+    features), a key of its own for every other row. Reading only the candidates keeps
+    a million-row run from reading every image a second time."""
+    import hashlib
+
+    n = len(manifest)
+    keys = np.zeros((n, 2), dtype=np.uint64)
+    keys[:, 0] = np.arange(n, dtype=np.uint64)
+    keys[:, 1] = np.uint64(2**64 - 1)  # no hash of 16 bytes is this pair, in practice
+    if not len(candidates):
+        return keys
+    frame = manifest.frame
+    sources = row_sources(
+        str(manifest.source),
+        str(manifest.root),
+        frame["id"].astype(str).to_numpy()[candidates].tolist(),
+        frame["path"].astype(str).to_numpy()[candidates].tolist(),
+    )
+    for j, row in enumerate(candidates):
+        source = sources[j]
+        try:
+            if source is None:
+                continue
+            data = source.read_bytes() if isinstance(source, Path) else read_source(source)
+        except OSError:
+            continue  # gone since its features were read: no byte-level claim
+        digest = hashlib.blake2b(data, digest_size=16).digest()
+        keys[row] = np.frombuffer(digest, dtype=np.uint64)
+    return keys
 
 
 MANIFEST_SUFFIXES = (".csv", ".parquet", ".pq")

@@ -11,7 +11,7 @@ from __future__ import annotations
 import re
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
@@ -37,9 +37,13 @@ if TYPE_CHECKING:
 
     from noisyclean.apply import ApplySummary
     from noisyclean.flagging import Flags
+    from noisyclean.loop import Change
     from noisyclean.pipeline import ScoreResult, TrainResult
     from noisyclean.ray_features import RayFeaturesResult
     from noisyclean.review import ReviewSummary
+
+#: Classes listed by ``run --previous``: those whose estimated noise changed most.
+NOISE_ROWS_SHOWN = 20
 
 console = Console(stderr=True)
 out = Console()
@@ -267,10 +271,25 @@ def train_summary(result: TrainResult, top: int, seconds: float) -> None:
     out.print(table)
     codes = pd.Categorical(frame["label"], categories=found.classes).codes
     noise_table(found.classes, found.flags, codes[found.usable])
-    flagged = int(found.flags.flagged.sum())
+    flagged = int(result.is_suspect.sum())
+    extra = flagged - int(found.is_suspect.sum())
     out.print(
         f"[bold]{flagged}[/] of {len(usable)} usable rows flagged as suspects "
         f"({flagged / max(len(usable), 1):.1%})"
+        + (f", {extra} of them only as members of a conflicting duplicate group" if extra else "")
+    )
+    dups, outliers = result.duplicates, result.outliers
+    kinds = ", ".join(
+        f"{int(getattr(dups, kind).sum())} {kind}" for kind in ("conflict", "leak", "exact")
+    )
+    out.print(
+        f"[bold]{dups.n_groups}[/] near-duplicate groups ({len(dups.members)} rows; {kinds}) "
+        f"at similarity ≥ {dups.threshold:g}: duplicates.parquet"
+    )
+    n_out = int(outliers.is_outlier.sum())
+    out.print(
+        f"[bold]{n_out}[/] outliers (score > {outliers.threshold:g}; suggestion drop): "
+        "suspects.parquet's is_outlier"
     )
     if result.losses:
         out.print(f"loss: first epoch {result.losses[0]:.4f}, last {result.losses[-1]:.4f}")
@@ -341,3 +360,73 @@ def bench_summary(summary: pd.DataFrame, results: dict[str, Any], output: Path) 
     for text, met in goals(summary, noises):
         out.print(("[green]" if met else "[red]") + clean(text))
     _line(f"wrote {clean(output)}/results.md, results.json and plots")
+
+
+def stage_line(stage: str, *, skipped: bool, summary: Mapping[str, Any] | None = None) -> None:
+    """One line per stage of ``noisyclean run``: running now, or unchanged and skipped."""
+    if not skipped:
+        out.rule(f"[bold]{stage}[/]")
+        return
+    said = ""
+    if summary and "suspects" in summary:
+        said = (
+            f" ({summary['suspects']} suspects, {summary['outliers']} outliers, "
+            f"{summary['groups']} duplicate groups)"
+        )
+    out.print(f"[dim]{stage}: unchanged since the last run, skipped{said}[/]")
+
+
+def change_summary(change: Change, previous: Path, current: Path) -> None:
+    """``run --previous``: what changed since the earlier run."""
+    table = Table(title=f"Since {clean(previous)}")
+    for col in ("", "before", "now", "change"):
+        table.add_column(col, justify="right" if col else "left")
+
+    def number(value: float | None, percent: bool = False) -> str:
+        if value is None:
+            return "–"
+        return f"{value:.1%}" if percent else f"{int(value):,}"
+
+    def delta(a: float | None, b: float | None, percent: bool = False) -> str:
+        if a is None or b is None:
+            return ""
+        d = b - a
+        return f"{d:+.1%}" if percent else f"{int(d):+,}"
+
+    before, now = change.rows
+    table.add_row("rows", number(before), number(now), delta(before, now))
+    labels = {
+        "usable": "usable rows",
+        "suspects": "suspects left",
+        "outliers": "outliers",
+        "groups": "duplicate groups",
+    }
+    for name, label in labels.items():
+        a, b = change.totals.get(name, (None, None))
+        table.add_row(label, number(a), number(b), delta(a, b))
+    a, b = change.totals.get("noise", (None, None))
+    table.add_row("estimated noise", number(a, True), number(b, True), delta(a, b, True))
+    out.print(table)
+    out.print(
+        f"rows matched by {change.key}: {change.removed:,} removed, {change.added:,} added, "
+        f"{change.relabelled:,} relabelled"
+    )
+    noise = Table(title="Estimated noise per class")
+    for col in ("class", "rows before", "rows now", "noise before", "noise now", "change"):
+        noise.add_column(col, justify="left" if col == "class" else "right")
+    shown = sorted(
+        change.noise,
+        key=lambda r: -abs((r[2] or 0.0) - (r[1] or 0.0)),
+    )[:NOISE_ROWS_SHOWN]
+    for name, r0, r1, c0, c1 in shown:
+        noise.add_row(
+            clean(name),
+            f"{c0:,}",
+            f"{c1:,}",
+            number(r0, True),
+            number(r1, True),
+            delta(r0, r1, True),
+        )
+    out.print(noise)
+    if len(change.noise) > len(shown):
+        out.print(f"[dim]{len(shown)} of {len(change.noise)} classes shown: the largest changes[/]")
