@@ -57,3 +57,28 @@ def test_score_on_the_committed_example(tmp_path: Path, feature_cache: Path) -> 
     meta = pq.read_schema(out).metadata
     assert meta[b"image_size"] == b"112" and meta[b"backbone"] == b"efficientnet-lite0"
     assert (df["fold"] == -1).sum() == (df["split"] == "test").sum() == 500
+
+
+def test_run_on_the_committed_example(tmp_path: Path, feature_cache: Path) -> None:
+    """The README's first command: the whole loop, then a rerun that skips every stage."""
+    out = tmp_path / "out"
+    command = [sys.executable, "-m", "noisyclean", "run", str(EXAMPLE_MANIFEST), "-o", str(out)]
+    command += ["--backbone", "efficientnet-lite0", "--image-size", "112"]
+    command += ["--cache-dir", str(feature_cache)]
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "COLUMNS": "200"}
+    texts = []
+    for _ in range(2):
+        proc = subprocess.run(
+            command, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=900
+        )
+        assert proc.returncode == 0, proc.stdout + proc.stderr
+        texts.append(proc.stdout)
+    first, again = texts
+    page = (out / "review.html").resolve().as_uri()
+    assert f"review page: {page}" in " ".join(first.split())
+    for name in ("conf.parquet", "suspects.parquet", "duplicates.parquet", "stages.json"):
+        assert (out / name).is_file(), name
+    assert "Phase 2 suspicion" in first and "near-duplicate groups" in first
+    assert again.count("unchanged since the last run, skipped") == 3
+    suspects = pd.read_parquet(out / "suspects.parquet")
+    assert len(suspects) == 1500 and suspects["is_suspect"].any()
