@@ -30,6 +30,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from noisyclean import __version__
 from noisyclean.artifacts import ArtifactError, write_json
 from noisyclean.errors import NoisyCleanError
 from noisyclean.sources import URL, as_location, redact, stat_url
@@ -84,7 +85,13 @@ def stage_key(
 ) -> str:
     """The hash that decides whether ``stage`` must run again."""
     blob = json.dumps(
-        {"stage": stage, "options": options, "inputs": inputs, "upstream": upstream},
+        {
+            "stage": stage,
+            "options": options,
+            "inputs": inputs,
+            "upstream": upstream,
+            "noisyclean": __version__,  # another release may compute another result
+        },
         sort_keys=True,
         default=str,
     )

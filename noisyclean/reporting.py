@@ -311,8 +311,9 @@ def review_summary(summary: ReviewSummary) -> None:
     missing = f", {summary.missing_images} without an image" if summary.missing_images else ""
     _line(
         f"wrote {clean(summary.output)}: [bold]{summary.cards}[/] of "
-        f"{summary.suspects} suspects{missing}, {summary.images} thumbnails, "
-        f"{summary.size / 1e6:.2f} MB"
+        f"{summary.suspects} suspects, {summary.groups} of {summary.duplicate_groups} "
+        f"duplicate groups, {summary.outlier_cards} of {summary.outliers} outliers{missing}; "
+        f"{summary.images} thumbnails, {summary.size / 1e6:.2f} MB"
     )
 
 

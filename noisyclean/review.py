@@ -1,25 +1,43 @@
-"""The review page: one self-contained HTML file to decide on a run's suspects.
+"""The review page: one self-contained HTML file to decide on a run's suspects,
+near-duplicate groups and outliers.
 
 The page's markup, style and script are the package files ``review_page/page.html``,
-``page.css`` and ``page.js``, inlined into the output. The suspects are filtered and
-sorted in Arrow, so a million-row run makes Python rows only for the cards shown.
+``page.css`` and ``page.js``, inlined into the output. It has three tabs:
+
+- **Wrong labels**: the suspects (``is_suspect``), most suspicious first (``rank``), each
+  with neighbour thumbnails of its given and suggested class. Outliers are left out (a
+  relabel cannot fix them: they are on their own tab); a row of a ``conflict`` duplicate
+  group carries a badge naming the other labels of its copies.
+- **Duplicates**: one card per group of ``duplicates.parquet``, members side by side;
+  conflict groups first, then leak, exact and near, larger groups first within a kind.
+  Group actions (keep one, relabel all, drop all) decide every member.
+- **Outliers**: rows with ``is_outlier``, most outlying first (``outlier``); the
+  suggestion is drop.
+
+Each tab shows at most ``top`` cards (groups). Rows, groups and scores are filtered and
+sorted in Arrow, so a million-row run makes Python objects only for what is shown. A run
+written before duplicates and outliers were found (no ``duplicates.parquet``, no
+``outlier`` columns) still renders: those tabs show none and say why.
 
 The page works offline from a ``file://`` URL: no CDN, no server, no fetch. Thumbnails
 are embedded once each as ``data:`` URIs (downscaled, WEBP or JPEG, whichever is
-smaller), in one JSON map from row id to URI, so a neighbour shown on many cards costs
-its bytes once. The images are read as ``score`` read them (``noisyclean.sources``):
-files, objects in a store (downloaded in threads, URLs as written, credentials never on
-the page) or bytes embedded in the manifest.
+smaller), in one JSON map from row id to URI, so a row shown on many cards costs its
+bytes once. The images are read as ``score`` read them (``noisyclean.sources``): files,
+objects in a store (downloaded in threads, URLs as written, credentials never on the
+page) or bytes embedded in the manifest.
 
 Safety: the run's labels, paths and ids are data, never markup. They are embedded as
 JSON inside ``<script type="application/json">`` with ``<``, ``>``, ``&``, U+2028 and
 U+2029 escaped, and the page's script builds the DOM with ``createElement`` and
 ``textContent`` only.
 
-Decisions (keep, relabel, drop) persist in the browser's localStorage under the run's
-``run_id`` and are exported as ``decisions.csv`` (``id,decision,new_label``; only the
-decided rows are written, and ``noisyclean apply`` keeps every row the file does not
-name).
+Decisions (keep, relabel, drop) are one per row, whichever tab made them: a group action
+or a bulk action ("accept the suggestions shown", "keep all shown", applied to the
+undecided cards of the current tab and filters) expands to one decision per row, and
+the page's Undo restores exactly the rows an action changed. Decisions persist in the
+browser's localStorage under the run's ``run_id`` and are exported as ``decisions.csv``
+(``id,decision,new_label``; one line per decided row, and ``noisyclean apply`` keeps
+every row the file does not name).
 """
 
 from __future__ import annotations
@@ -36,13 +54,21 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 from PIL import Image
 
 from noisyclean import __version__
-from noisyclean.artifacts import read_run_config, read_suspects, write_text
+from noisyclean.artifacts import (
+    RunConfig,
+    read_duplicates,
+    read_run_config,
+    read_suspects,
+    write_text,
+)
+from noisyclean.duplicates import KINDS as DUPLICATE_KINDS
 from noisyclean.errors import NoisyCleanError
 from noisyclean.images import UnreadableImageError, load_image
 from noisyclean.manifest import row_sources
@@ -52,17 +78,31 @@ from noisyclean.sources import ImageSource
 THUMB_QUALITY = 70
 
 #: Keyboard shortcuts, as the page lists them (the page's script implements the same).
+#: Deciding keys act on the current card of the Wrong labels and Outliers tabs; j/k move
+#: between the cards (groups) of any tab.
 SHORTCUTS: tuple[tuple[str, str], ...] = (
     ("j / ↓", "next card"),
     ("k / ↑", "previous card"),
     ("a", "keep (the given label is right)"),
-    ("r", "relabel to the suggested label"),
-    ("/ or t", "relabel to any class: type part of its name, ↑/↓ pick, Enter relabel, Esc close"),
-    ("1–9, 0", "relabel to class 1–9, 10 (10 classes at most; with more, a digit starts a search)"),
+    ("r", "relabel to the suggested label (Wrong labels)"),
+    (
+        "/ or t",
+        "relabel to any class: type part of its name, ↑/↓ pick, Enter relabel, Esc close"
+        " (Wrong labels)",
+    ),
+    (
+        "1–9, 0",
+        "relabel to class 1–9, 10 (10 classes at most; with more, a digit starts a search)"
+        " (Wrong labels)",
+    ),
     ("d", "drop the row"),
     ("u", "undo: clear the card's decision"),
+    ("z", "undo the last action (a decision, a group or bulk action, an import)"),
     ("?", "show or hide this list"),
 )
+
+#: Member thumbnails shown per duplicate group (group actions decide every member).
+MEMBERS_SHOWN = 12
 
 
 @dataclass(frozen=True)
@@ -72,11 +112,15 @@ class ReviewSummary:
     Attributes:
         output: the HTML page.
         run_id: the run's id (the page's localStorage key).
-        cards: suspects shown on the page.
-        suspects: suspects in the run (``cards`` is at most ``top`` of them).
+        cards: suspects shown on the Wrong labels tab.
+        suspects: suspects in the run, outliers left out (``cards`` is at most ``top``).
         images: distinct thumbnails embedded.
         missing_images: rows on the page whose image is missing or unreadable.
         size: the page's size in bytes.
+        groups: near-duplicate groups shown on the Duplicates tab.
+        duplicate_groups: groups in the run's duplicates.parquet (0 without one).
+        outlier_cards: outliers shown on the Outliers tab.
+        outliers: outliers in the run (0 for a run without outlier scores).
     """
 
     output: Path
@@ -86,6 +130,10 @@ class ReviewSummary:
     images: int
     missing_images: int
     size: int
+    groups: int = 0
+    duplicate_groups: int = 0
+    outlier_cards: int = 0
+    outliers: int = 0
 
 
 @dataclass(frozen=True)
@@ -96,6 +144,10 @@ class _Page:
     suspects: int
     images: int
     missing_images: int
+    groups: int
+    duplicate_groups: int
+    outlier_cards: int
+    outliers: int
 
 
 def script_json(value: Any) -> str:
@@ -159,6 +211,17 @@ def _ids(value: Any) -> list[str]:
     return [str(v) for v in value]
 
 
+def _text(value: Any) -> str | None:
+    return None if value is None or pd.isna(value) else str(value)
+
+
+def _read_duplicates(run_dir: Path, config: RunConfig) -> pa.Table | None:
+    """The run's duplicates.parquet, or None for a run written before it existed."""
+    if not (run_dir / "duplicates.parquet").is_file():
+        return None
+    return read_duplicates(run_dir, config)
+
+
 def _build(run_dir: Path, *, top: int, thumb_size: int, neighbours: int) -> _Page:
     if top < 1:
         raise ValueError(f"top must be at least 1, got {top}")
@@ -168,24 +231,216 @@ def _build(run_dir: Path, *, top: int, thumb_size: int, neighbours: int) -> _Pag
         raise ValueError(f"neighbours must be at least 0, got {neighbours}")
     config = read_run_config(run_dir)
     table = read_suspects(run_dir, config)
-    run_id = config.run_id
-    # Filter and sort in Arrow: a million-row run makes pandas rows only for the cards.
+    duplicates = _read_duplicates(run_dir, config)
+    return _page(config, table, duplicates, top=top, thumb_size=thumb_size, neighbours=neighbours)
+
+
+def _flag(table: pa.Table, name: str) -> pa.ChunkedArray | None:
+    """A boolean column with nulls as false, or None where the run lacks it."""
+    if name not in table.column_names:
+        return None
+    return pc.fill_null(table.column(name).cast(pa.bool_()), False)
+
+
+def _wrong_label_cards(
+    table: pa.Table, *, top: int
+) -> tuple[list[dict[str, Any]], int, dict[int, list[str]]]:
+    """The Wrong labels tab: suspects that are not outliers, by rank (cards, the count in
+    the run, and the duplicate groups of the cards that carry a conflict badge)."""
     flagged = pc.and_(
         pc.fill_null(table.column("is_suspect"), False), pc.is_valid(table.column("rank"))
     )
+    is_outlier = _flag(table, "is_outlier")
+    if is_outlier is not None:  # a relabel cannot fix an outlier: it is on its own tab
+        flagged = pc.and_(flagged, pc.invert(is_outlier))
     suspects = table.filter(flagged)
-    n_suspects = suspects.num_rows
     order_by = pc.sort_indices(suspects, sort_keys=[("rank", "ascending")])
-    shown = suspects.take(order_by[:top]).to_pandas()
+    wanted = [
+        "id",
+        "path",
+        "label",
+        "suggested_label",
+        "rank",
+        "suspicion",
+        "confidence",
+        "neighbour_agreement",
+        "neighbours_given",
+        "neighbours_suggested",
+    ] + [c for c in ("conflict", "duplicate_group") if c in table.column_names]
+    shown = suspects.select(wanted).take(order_by[:top]).to_pandas()
+    cards = []
+    badges: dict[int, list[str]] = {}
+    records: list[dict[str, Any]] = shown.to_dict("records")  # type: ignore[assignment]
+    for r in records:
+        card = {
+            "id": str(r["id"]),
+            "path": str(r["path"]),
+            "label": str(r["label"]),
+            "suggested": _text(r["suggested_label"]),
+            "rank": int(r["rank"]),
+            "suspicion": _number(r["suspicion"], 4),
+            "confidence": _number(r["confidence"], 4),
+            "agreement": _number(r["neighbour_agreement"], 3),
+            "given": _ids(r["neighbours_given"]),
+            "sugg": _ids(r["neighbours_suggested"]),
+        }
+        conflict = r.get("conflict")
+        if conflict is not None and not pd.isna(conflict) and bool(conflict):
+            # The other labels of its copies, filled in from duplicates.parquet (none
+            # found: the badge just says the group conflicts).
+            card["conflict"] = []
+            group = r.get("duplicate_group")
+            if group is not None and not pd.isna(group):
+                card["group"] = int(group)
+                badges.setdefault(int(group), [])
+        cards.append(card)
+    return cards, suspects.num_rows, badges
+
+
+def _outlier_cards(table: pa.Table, *, top: int) -> tuple[list[dict[str, Any]], int]:
+    """The Outliers tab: rows with ``is_outlier``, most outlying first."""
+    is_outlier = _flag(table, "is_outlier")
+    if is_outlier is None:
+        return [], 0
+    rows = table.filter(is_outlier)
+    columns = [
+        c for c in ("id", "path", "label", "outlier", "suggestion") if c in rows.column_names
+    ]
+    rows = rows.select(columns)
+    if "outlier" in columns:
+        # Unusable rows (a null score) last: Arrow puts nulls at the end either way.
+        order = pc.sort_indices(rows, sort_keys=[("outlier", "descending")])
+        shown = rows.take(order[:top])
+    else:
+        shown = rows.slice(0, top)
+    cards = []
+    for r in shown.to_pylist():
+        cards.append(
+            {
+                "id": str(r["id"]),
+                "path": str(r["path"]),
+                "label": str(r["label"]),
+                "outlier": _number(r.get("outlier"), 3),
+                "suggestion": r.get("suggestion") or "drop",
+            }
+        )
+    return cards, rows.num_rows
+
+
+def _duplicate_groups(
+    duplicates: pa.Table | None, classes: list[str], *, top: int, conflicts: dict[int, list[str]]
+) -> tuple[list[dict[str, Any]], int, dict[str, int]]:
+    """The Duplicates tab: the ``top`` most urgent groups (conflict, leak, exact, near;
+    larger groups first within a kind, then by number), the number of groups in the run
+    and how many of each kind. Fills ``conflicts`` (group → its labels)."""
+    if duplicates is None or duplicates.num_rows == 0:
+        return [], 0, {}
+    n = duplicates.num_rows
+    group_of = duplicates.column("group").cast(pa.int64())
+    kind_rank = pc.fill_null(
+        pc.index_in(duplicates.column("kind"), value_set=pa.array(DUPLICATE_KINDS)),
+        len(DUPLICATE_KINDS),
+    )
+    keyed = pa.table(
+        {
+            "group": group_of,
+            "kind_rank": kind_rank.cast(pa.int64()),
+            "pos": pa.array(np.arange(n, dtype=np.int64)),
+        }
+    )
+    per_group = keyed.group_by("group").aggregate([("kind_rank", "min"), ("pos", "count")])
+    order = pc.sort_indices(
+        per_group,
+        sort_keys=[
+            ("kind_rank_min", "ascending"),
+            ("pos_count", "descending"),
+            ("group", "ascending"),
+        ],
+    )
+    chosen = per_group.take(order[:top]).column("group")
+    wanted = pa.concat_arrays([chosen.combine_chunks(), pa.array(list(conflicts), type=pa.int64())])
+    counted = {
+        int(v["values"]): int(v["counts"])
+        for v in pc.value_counts(per_group.column("kind_rank_min")).to_pylist()
+    }
+    kinds = {
+        (DUPLICATE_KINDS[rank] if rank < len(DUPLICATE_KINDS) else "other"): counted[rank]
+        for rank in sorted(counted)
+    }
+    # Members of the chosen groups (and of the conflict badges' groups), in file order:
+    # the first member first.
+    members = (
+        duplicates.append_column("pos", keyed.column("pos"))
+        .filter(pc.is_in(group_of, value_set=wanted))
+        .sort_by([("pos", "ascending")])
+    )
+    by_group: dict[int, list[dict[str, Any]]] = {}
+    for r in members.to_pylist():
+        by_group.setdefault(int(r["group"]), []).append(r)
+    for group in conflicts:
+        conflicts[group] = [str(m["label"]) for m in by_group.get(group, [])]
+    class_index = {c: i for i, c in enumerate(classes)}
+    groups = []
+    for group in chosen.to_pylist():
+        rows = by_group[int(group)]
+        counts: dict[str, int] = {}
+        for m in rows:
+            counts[str(m["label"])] = counts.get(str(m["label"]), 0) + 1
+        # Relabel all: to the most common label, ties by class order.
+        target = min(counts, key=lambda c: (-counts[c], class_index.get(c, len(classes)), c))
+        groups.append(
+            {
+                "group": int(group),
+                "kind": str(rows[0]["kind"]),
+                "flags": [k for k in ("conflict", "leak", "exact") if any(m[k] for m in rows)],
+                "target": target,
+                "members": [
+                    {
+                        "id": str(m["id"]),
+                        "label": str(m["label"]),
+                        "split": _text(m["split"]),
+                        "similarity": _number(m["similarity"], 4),
+                        "measured": bool(m["measured"]),
+                    }
+                    for m in rows
+                ],
+            }
+        )
+    return groups, per_group.num_rows, kinds
+
+
+def _page(
+    config: RunConfig,
+    table: pa.Table,
+    duplicates: pa.Table | None,
+    *,
+    top: int,
+    thumb_size: int,
+    neighbours: int,
+) -> _Page:
+    """The page of a run's suspects table and duplicates table (None: a run without
+    duplicates.parquet); columns the run lacks leave their tab empty."""
+    run_id = config.run_id
+    # Filter and sort in Arrow: a million-row run makes Python rows only for the cards.
+    cards, n_suspects, badges = _wrong_label_cards(table, top=top)
+    outliers, n_outliers = _outlier_cards(table, top=top)
+    groups, n_groups, kinds = _duplicate_groups(
+        duplicates, config.classes, top=top, conflicts=badges
+    )
+    class_order = {c: i for i, c in enumerate(config.classes)}
+    for card in cards:
+        group = card.pop("group", None)
+        if group is not None:  # the badge names the other labels of its copies
+            others = {x for x in badges.get(group, []) if x != card["label"]}
+            card["conflict"] = sorted(
+                others, key=lambda c: (class_order.get(c, len(class_order)), c)
+            )
+
     needed = pa.array(
         sorted(
-            {
-                str(n)
-                for col in ("neighbours_given", "neighbours_suggested")
-                for ids in shown[col]
-                for n in _ids(ids)
-            }
-            | set(shown["id"].astype(str))
+            {n for c in cards for n in (c["id"], *c["given"], *c["sugg"])}
+            | {c["id"] for c in outliers}
+            | {m["id"] for g in groups for m in g["members"][:MEMBERS_SHOWN]}
         ),
         type=pa.string(),
     )
@@ -199,30 +454,18 @@ def _build(run_dir: Path, *, top: int, thumb_size: int, neighbours: int) -> _Pag
         zip(lookup.column("id").to_pylist(), lookup.column("path").to_pylist(), strict=True)
     )
 
-    cards = []
     wanted: dict[str, None] = {}
-    records: list[dict[str, Any]] = shown.to_dict("records")  # type: ignore[assignment]
-    for r in records:
-        rid, label = str(r["id"]), str(r["label"])
-        given = [n for n in _ids(r["neighbours_given"]) if n in path_of][:neighbours]
-        sugg = [n for n in _ids(r["neighbours_suggested"]) if n in path_of][:neighbours]
-        suggested = r["suggested_label"]
-        cards.append(
-            {
-                "id": rid,
-                "path": str(r["path"]),
-                "label": label,
-                "suggested": None if suggested is None or pd.isna(suggested) else str(suggested),
-                "rank": int(r["rank"]),
-                "suspicion": _number(r["suspicion"], 4),
-                "confidence": _number(r["confidence"], 4),
-                "agreement": _number(r["neighbour_agreement"], 3),
-                "given": given,
-                "sugg": sugg,
-            }
-        )
-        for n in (rid, *given, *sugg):
+    for c in cards:
+        c["given"] = [n for n in c["given"] if n in path_of][:neighbours]
+        c["sugg"] = [n for n in c["sugg"] if n in path_of][:neighbours]
+        for n in (c["id"], *c["given"], *c["sugg"]):
             wanted[n] = None
+    for c in outliers:
+        wanted[c["id"]] = None
+    for g in groups:
+        for m in g["members"][:MEMBERS_SHOWN]:
+            if m["id"] in path_of:
+                wanted[m["id"]] = None
 
     order = list(wanted)
     # Files, objects in a store (downloaded once each, in threads: network-bound) or
@@ -239,16 +482,25 @@ def _build(run_dir: Path, *, top: int, thumb_size: int, neighbours: int) -> _Pag
     with ThreadPoolExecutor(max_workers=workers) as pool:
         uris = list(pool.map(thumbnail, range(len(order))))
     images = {n: uri for n, uri in zip(order, uris, strict=True) if uri is not None}
-    card_ids = {c["id"] for c in cards}
+    on_cards = {c["id"] for c in cards} | {c["id"] for c in outliers}
     data = {
         "run_id": run_id,
         "classes": config.classes,
-        "suspects": n_suspects,
         "top": top,
         "version": __version__,
+        "suspects": n_suspects,
         "cards": cards,
-        # Neighbours' labels and paths, for their captions and tooltips.
-        "rows": {n: [str(label_of[n]), str(path_of[n])] for n in order if n not in card_ids},
+        "has_outliers": "is_outlier" in table.column_names,
+        "n_outliers": n_outliers,
+        "outliers": outliers,
+        "has_duplicates": duplicates is not None,
+        "n_groups": n_groups,
+        "group_kinds": kinds,
+        "groups": groups,
+        "members_shown": MEMBERS_SHOWN,
+        # Other rows' labels and paths (neighbours, group members), for captions and
+        # tooltips.
+        "rows": {n: [str(label_of[n]), str(path_of[n])] for n in order if n not in on_cards},
     }
     parts = {
         "TITLE": html.escape(f"noisyclean review · run {run_id}"),
@@ -265,18 +517,25 @@ def _build(run_dir: Path, *, top: int, thumb_size: int, neighbours: int) -> _Pag
         cards=len(cards),
         suspects=n_suspects,
         images=len(images),
-        missing_images=sum(1 for n in order if n not in images),
+        missing_images=sum(1 for n in order if n not in images)
+        + sum(1 for g in groups for m in g["members"][:MEMBERS_SHOWN] if m["id"] not in path_of),
+        groups=len(groups),
+        duplicate_groups=n_groups,
+        outlier_cards=len(outliers),
+        outliers=n_outliers,
     )
 
 
 def build_review(
     run_dir: str | Path, *, top: int = 500, thumb_size: int = 96, neighbours: int = 4
 ) -> str:
-    """The review page of a run: its ``top`` most suspicious suspects, in rank order.
+    """The review page of a run: its ``top`` most suspicious suspects in rank order, its
+    ``top`` most urgent near-duplicate groups and its ``top`` most outlying rows.
 
     Args:
         run_dir: a run directory written by ``noisyclean train``.
-        top: at most this many cards (suspects with ``is_suspect``, by ``rank``).
+        top: at most this many cards per tab (suspects with ``is_suspect`` by ``rank``,
+            outliers left out; duplicate groups; outliers by ``outlier``).
         thumb_size: largest side of the embedded thumbnails, in pixels.
         neighbours: neighbour thumbnails per class (given, suggested) on each card.
 
@@ -315,6 +574,10 @@ def write_review(
         images=page.images,
         missing_images=page.missing_images,
         size=output.stat().st_size,
+        groups=page.groups,
+        duplicate_groups=page.duplicate_groups,
+        outlier_cards=page.outlier_cards,
+        outliers=page.outliers,
     )
 
 

@@ -1,7 +1,8 @@
 """The review page in a real browser: Debian's Chromium, driven by Playwright (no download).
 
 Decide by click and by key, reload, export decisions.csv, apply it, import it into a
-fresh browser; and check that a run whose labels and paths are HTML runs none of it.
+fresh browser; drive the Duplicates and Outliers tabs, group actions, bulk actions and
+their undo; and check that a run whose labels and paths are HTML runs none of it.
 
 Set NOISYCLEAN_SCREENSHOT=docs/review.png to also screenshot the page of the whole
 committed example (slow: it scores and trains on 1,500 images).
@@ -13,6 +14,7 @@ import csv
 import json
 import os
 import shutil
+from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -25,7 +27,9 @@ from test_review import (
     HOSTILE_LABELS,
     HOSTILE_PATH,
     build_run,
+    cleanup_run,
     hostile_run,
+    old_run_page,
     page_data,
     small_run,
 )
@@ -90,6 +94,18 @@ def decisions_shown(page: Any, ids: list[str]) -> dict[str, tuple[str, str]]:
         if decision:
             shown[i] = (decision, c.locator(".verdict").inner_text())
     return shown
+
+
+def group_card(page: Any, group: int) -> Any:
+    return page.locator(f'article.gcard[data-group="{group}"]')
+
+
+def member_decision(page: Any, group: int, row: str) -> str:
+    return (
+        group_card(page, group)
+        .locator(f'figure.member[data-id="{row}"]')
+        .get_attribute("data-decision")
+    )
 
 
 def expected_shown(expected: dict[str, tuple[str, str]]) -> dict[str, tuple[str, str]]:
@@ -478,4 +494,262 @@ def test_screenshot(browser: Any, tmp_path: Path, feature_cache: Path) -> None:
     shot.parent.mkdir(parents=True, exist_ok=True)
     page.screenshot(path=str(shot))
     assert errors == []
+    context.close()
+
+
+def export_decisions(page: Any, dest: Path) -> list[dict[str, str]]:
+    with page.expect_download() as download:
+        page.click("#export")
+    download.value.save_as(dest)
+    with dest.open(newline="") as fh:
+        return list(csv.DictReader(fh))
+
+
+@pytest.mark.timeout(300)
+def test_tabs_group_and_bulk_actions_apply(
+    browser: Any, run: Path, small_set: SmallSet, tmp_path: Path
+) -> None:
+    from noisyclean.cli import app
+
+    cl = cleanup_run(run, tmp_path)
+    review = tmp_path / "review.html"
+    write_review(cl.run, review, top=TOP)
+    data, _ = page_data(review.read_text())
+    cards, classes, groups = data["cards"], data["classes"], data["groups"]
+    ids = [c["id"] for c in cards]
+    expected: dict[str, tuple[str, str]] = {}
+
+    def expect(row: str, decision: str, new_label: str = "") -> None:
+        # The page turns a relabel to the row's own label into a keep.
+        if decision == "relabel" and new_label == cl.labels[row]:
+            decision, new_label = "keep", ""
+        expected[row] = (decision, new_label)
+
+    def check_cards() -> None:
+        shown = {i: v for i, v in expected.items() if i in ids}
+        assert decisions_shown(page, ids) == expected_shown(shown)
+
+    context = browser.new_context(viewport=VIEWPORT, accept_downloads=True)
+    page, errors = open_page(context, review)
+    # Three tabs, each with the run's count; the page opens on Wrong labels.
+    assert page.inner_text("#n-labels") == str(data["suspects"])
+    assert page.inner_text("#n-dups") == "6" and page.inner_text("#n-outliers") == "3"
+    assert page.get_attribute("#tab-labels", "aria-selected") == "true"
+    assert [c.get_attribute("data-id") for c in page.locator("article.card").all()] == ids
+    assert not set(ids) & set(cl.outliers), "outliers are on their own tab"
+    for c in cards:
+        badge = card(page, c["id"]).locator(".badge.conflict")
+        if c.get("conflict"):
+            copies = "copy" if len(c["conflict"]) == 1 else "copies"
+            assert badge.inner_text() == f"conflict: {copies} labelled {', '.join(c['conflict'])}"
+        else:
+            assert badge.count() == 0
+    assert page.locator(".badge.conflict").count() >= 2
+
+    # z undoes the last decision, as the Undo button does.
+    card(page, ids[-1]).locator(".info").click()
+    page.keyboard.press("a")
+    assert card(page, ids[-1]).get_attribute("data-decision") == "keep"
+    page.keyboard.press("z")
+    assert card(page, ids[-1]).get_attribute("data-decision") == ""
+
+    # Bulk actions act on the undecided cards shown: the tab and its filters.
+    label = Counter(c["label"] for c in cards).most_common(1)[0][0]
+    shown = [c for c in cards if c["label"] == label]
+    assert len(shown) >= 2
+    card(page, shown[0]["id"]).get_by_role("button", name="Drop").click()
+    expect(shown[0]["id"], "drop")
+    page.select_option("#filter-given", label)
+    assert [c.get_attribute("data-id") for c in page.locator("article.card:visible").all()] == [
+        c["id"] for c in shown
+    ]
+    accept = page.locator("#bulk-accept")
+    assert accept.inner_text() == f"Accept shown suggestions ({len(shown) - 1})"
+    accept.click()
+    for c in shown[1:]:
+        assert card(page, c["id"]).locator(".verdict").inner_text() == f"relabel → {c['suggested']}"
+    assert card(page, shown[0]["id"]).get_attribute("data-decision") == "drop"
+    # Undo restores exactly the rows the bulk action changed.
+    page.click("#undo")
+    for c in shown[1:]:
+        assert card(page, c["id"]).get_attribute("data-decision") == ""
+    assert card(page, shown[0]["id"]).get_attribute("data-decision") == "drop"
+    assert "Undid the bulk action" in page.inner_text("#status")
+    assert page.locator("#bulk-keep").inner_text() == f"Keep all shown ({len(shown) - 1})"
+    page.click("#bulk-keep")
+    for c in shown[1:]:
+        expect(c["id"], "keep")
+    assert accept.is_disabled() and page.locator("#bulk-keep").is_disabled()
+    page.select_option("#filter-given", "")
+    check_cards()
+    assert page.inner_text("#counter") == f"{len(expected)} of {TOP} decided"
+
+    # Duplicates: conflict groups first, larger first within a kind.
+    page.click("#tab-dups")
+    assert page.locator("article.card:visible").count() == 0
+    gcards = page.locator("article.gcard")
+    assert [g.get_attribute("data-group") for g in gcards.all()] == [str(g) for g in cl.order]
+    assert [g.locator(".kind").text_content() for g in gcards.all()] == [
+        cl.groups[g][0] for g in cl.order
+    ]
+    members = [m["id"] for g in groups for m in g["members"]]
+    decided = sum(m in expected for m in members)
+    assert page.inner_text("#counter") == f"{decided} of {len(members)} decided"
+    # Relabel all, to the most common label: members that carry it are kept.
+    group_card(page, 3).locator("button[data-act='relabel-all']").click()
+    for row in cl.groups[3][1]:
+        expect(row, "relabel", cl.targets[3])
+        assert member_decision(page, 3, row) == expected[row][0]
+    assert {member_decision(page, 3, row) for row in cl.groups[3][1]} == {"keep", "relabel"}
+    # Relabel all to any class, by the picker.
+    other = next(c for c in classes if c not in {cl.labels[r] for r in cl.groups[1][1]})
+    group_card(page, 1).locator("button[data-act='pick']").click()
+    page.keyboard.type(other)
+    page.keyboard.press("Enter")
+    assert page.locator("#picker").is_hidden()
+    for row in cl.groups[1][1]:
+        expect(row, "relabel", other)
+        assert member_decision(page, 1, row) == "relabel"
+    pick = group_card(page, 1).locator("button[data-act='pick']")
+    assert "on" in (pick.get_attribute("class") or "")
+    # Keep one: the member clicked (here the test row of the leak), or the first.
+    first, second = cl.groups[0][1]
+    group_card(page, 0).locator(f'figure.member[data-id="{second}"] button').click()
+    expect(first, "drop")
+    expect(second, "keep")
+    group_card(page, 2).locator("button[data-act='keep-one']").click()
+    expect(cl.groups[2][1][0], "keep")
+    expect(cl.groups[2][1][1], "drop")
+    assert group_card(page, 2).locator(".verdict").inner_text() == "keep 1 · drop 1"
+    # Drop all, then undo it (by key): each member's earlier decision comes back.
+    before = {row: member_decision(page, 5, row) for row in cl.groups[5][1]}
+    group_card(page, 5).locator("button[data-act='drop-all']").click()
+    assert {member_decision(page, 5, row) for row in cl.groups[5][1]} == {"drop"}
+    page.keyboard.press("z")
+    assert {row: member_decision(page, 5, row) for row in cl.groups[5][1]} == before
+    # Bulk on this tab: keep the first member of each undecided group shown.
+    pending = [g for g in cl.order if not any(r in expected for r in cl.groups[g][1])]
+    assert pending, "some group should be left undecided"
+    assert accept.inner_text() == f"Keep one of each shown group ({len(pending)})"
+    accept.click()
+    for g in pending:
+        for pos, row in enumerate(cl.groups[g][1]):
+            expect(row, "keep" if pos == 0 else "drop")
+            assert member_decision(page, g, row) == expected[row][0]
+
+    # Outliers: most outlying first; drop, keep (by key), then drop the rest in bulk.
+    page.click("#tab-outliers")
+    ocards = page.locator("article.ocard")
+    assert [o.get_attribute("data-id") for o in ocards.all()] == cl.outliers
+    assert page.locator("#filter-sugg").is_disabled()
+    ocards.nth(0).get_by_role("button", name="Drop").click()
+    expect(cl.outliers[0], "drop")
+    ocards.nth(1).locator(".info").click()
+    page.keyboard.press("a")
+    expect(cl.outliers[1], "keep")
+    assert "current" in (ocards.nth(2).get_attribute("class") or "")
+    assert accept.inner_text() == "Drop shown outliers (1)"
+    accept.click()
+    expect(cl.outliers[2], "drop")
+    assert [o.get_attribute("data-decision") for o in ocards.all()] == [
+        expected[o][0] for o in cl.outliers
+    ]
+    assert page.inner_text("#counter") == "3 of 3 decided"
+
+    # Back on Wrong labels, the group actions show on the cards of their rows.
+    page.click("#tab-labels")
+    check_cards()
+    assert any(r in ids for g in (1, 3) for r in cl.groups[g][1])
+    page.reload()
+    page.wait_for_selector("body[data-ready='1']")
+    check_cards()
+    page.click("#tab-dups")
+    for g in cl.order:
+        for row in cl.groups[g][1]:
+            assert member_decision(page, g, row) == expected[row][0]
+
+    # The export: one line per decided row, whichever tab decided it.
+    rows = export_decisions(page, tmp_path / "decisions.csv")
+    assert len({r["id"] for r in rows}) == len(rows)
+    assert {r["id"]: (r["decision"], r["new_label"]) for r in rows} == expected
+    assert errors == []
+    context.close()
+
+    out = tmp_path / "clean.csv"
+    result = CliRunner().invoke(
+        app, ["apply", str(small_set.manifest), str(tmp_path / "decisions.csv"), "-o", str(out)]
+    )
+    assert result.exit_code == 0, result.output
+    with out.open(newline="") as fh:
+        cleaned = list(csv.DictReader(fh))
+    with (tmp_path / "clean.dropped.csv").open(newline="") as fh:
+        dropped = list(csv.DictReader(fh))
+    want, want_dropped = [], []
+    for row in small_set.rows:
+        decision, new_label = expected.get(row["id"], ("keep", ""))
+        if decision == "drop":
+            want_dropped.append(row)
+        else:
+            want.append({**row, "label": new_label if decision == "relabel" else row["label"]})
+    assert cleaned == want and dropped == want_dropped
+    assert len(cleaned) + len(dropped) == len(small_set.rows)
+
+
+@pytest.mark.timeout(120)
+def test_old_run_has_empty_tabs(browser: Any, run: Path, tmp_path: Path) -> None:
+    review = tmp_path / "review.html"
+    review.write_text(old_run_page(run, top=TOP))
+    context = browser.new_context(viewport=VIEWPORT)
+    page, errors = open_page(context, review)
+    assert page.inner_text("#n-dups") == "0" and page.inner_text("#n-outliers") == "0"
+    assert page.locator("article.card").count() == TOP
+    page.click("#tab-dups")
+    assert "no duplicates.parquet" in page.inner_text("#empty")
+    assert page.inner_text("#counter") == "0 of 0 decided"
+    assert page.locator("#bulk-accept").is_disabled()
+    page.keyboard.press("j")
+    page.keyboard.press("a")
+    page.click("#tab-outliers")
+    assert "no outlier scores" in page.inner_text("#empty")
+    page.keyboard.press("d")
+    page.click("#tab-labels")
+    assert page.locator("#empty").is_hidden()
+    assert page.inner_text("#counter") == f"0 of {TOP} decided"
+    assert errors == []
+    context.close()
+
+
+@pytest.mark.timeout(120)
+def test_hostile_groups_and_outliers_run_nothing(browser: Any, run: Path, tmp_path: Path) -> None:
+    hostile = cleanup_run(hostile_run(run, tmp_path / "hostile"), tmp_path)
+    review = tmp_path / "review.html"
+    write_review(hostile.run, review, top=1000)
+    context = browser.new_context(viewport=VIEWPORT, accept_downloads=True)
+    dialogs: list[str] = []
+    context.on("page", lambda p: p.on("dialog", lambda d: (dialogs.append(d.message), d.dismiss())))
+    page, errors = open_page(context, review)  # the handler is on before the page loads
+    texts: set[str] = set()
+    page.click("#tab-outliers")
+    assert page.locator("article.ocard .id").all_inner_texts().count(HOSTILE_ID) == 1
+    assert HOSTILE_PATH in page.locator("article.ocard .path").all_inner_texts()
+    texts |= set(page.locator("article.ocard .lab").all_inner_texts())
+    page.click("#tab-dups")
+    texts |= set(page.locator("article.gcard .lab").all_inner_texts())
+    # A group action on a hostile label, exported as CSV and read back as it was.
+    g = hostile.order[0]
+    group_card(page, g).locator("button[data-act='relabel-all']").click()
+    page.click("#tab-labels")
+    texts |= set(page.locator(".badge.conflict").all_inner_texts())
+    assert set(HOSTILE_LABELS) & texts
+    rows = export_decisions(page, tmp_path / "decisions.csv")
+    target = hostile.targets[g]
+    assert {r["id"]: r["new_label"] for r in rows} == {
+        r: ("" if hostile.labels[r] == target else target) for r in hostile.groups[g][1]
+    }
+    page.mouse.move(100, 300)
+    page.wait_for_timeout(300)  # time for any injected onerror/onload to fire
+    assert dialogs == [] and errors == []
+    assert page.locator("img:not([src^='data:image/'])").count() == 0
+    assert page.locator("svg, iframe, object, embed").count() == 0
+    assert page.evaluate("document.scripts.length") == 3
     context.close()
