@@ -887,29 +887,44 @@ def bench(
         Path,
         typer.Argument(help="A labelled manifest; its labels (or true_label) are taken as clean."),
     ],
-    noise: Annotated[
-        list[str],
+    suite: Annotated[
+        str,
         typer.Option(
             help=(
-                "Noise to inject into train rows; repeat. symmetric:RATE, pair:RATE (each class "
-                "flips to its nearest class by feature centroid) or transition:MATRIX.csv "
-                "(K×K, row c = P(noisy label | true class c), classes in sorted order)."
+                "labels: inject label noise and compare detection and retrieval; "
+                "duplicates: plant perturbed near-copies and compare the groups with "
+                "Datalab's near_duplicate; outliers: plant rows of held-out classes and "
+                "junk, and compare the outlier score with cleanlab's."
             )
         ),
-    ],
+    ] = "labels",
+    noise: Annotated[
+        list[str] | None,
+        typer.Option(
+            help=(
+                "(labels) Noise to inject into train rows; repeat. symmetric:RATE, pair:RATE "
+                "(each class flips to its nearest class by feature centroid) or "
+                "transition:MATRIX.csv (K×K, row c = P(noisy label | true class c), classes "
+                "in sorted order)."
+            ),
+            show_default=False,
+        ),
+    ] = None,
     output: Annotated[
         Path, typer.Option("-o", "--output", help="Folder for results.json, results.md, plots.")
     ] = Path("bench"),
-    seeds: Annotated[int, typer.Option(help="Seeds per noise setting.", min=1)] = 3,
+    seeds: Annotated[int, typer.Option(help="(labels) Seeds per noise setting.", min=1)] = 3,
     test_fraction: Annotated[
         float,
         typer.Option(
-            help="Held-out clean share when the manifest has no split column.", min=0.01, max=0.99
+            help="(labels) Held-out clean share when the manifest has no split column.",
+            min=0.01,
+            max=0.99,
         ),
     ] = 0.3,
     method: Annotated[
         list[str] | None,
-        typer.Option(help="Run only these methods (repeat) [default: all]."),
+        typer.Option(help="(labels) Run only these methods (repeat) [default: all]."),
     ] = None,
     backbone: BackboneOpt = DEFAULT_BACKBONE,
     image_size: ImageSizeOpt = None,
@@ -917,56 +932,184 @@ def bench(
     device: DeviceOpt = "auto",
     batch_size: BatchSizeOpt = 64,
     workers: WorkersOpt = 2,
-    epochs: Annotated[int, typer.Option(help="Training epochs of every loss.", min=1)] = 20,
-    embedding_dim: Annotated[int, typer.Option(help="Embedding dimension.", min=1)] = 128,
-    lr: Annotated[float, typer.Option(help="Head learning rate; proxies get x100.")] = 3e-4,
-    folds: Annotated[int, typer.Option(help="Phase 1 cross-fitting folds.", min=2)] = 5,
+    epochs: Annotated[
+        int, typer.Option(help="(labels) Training epochs of every loss.", min=1)
+    ] = 20,
+    embedding_dim: Annotated[int, typer.Option(help="(labels) Embedding dimension.", min=1)] = 128,
+    lr: Annotated[
+        float, typer.Option(help="(labels) Head learning rate; proxies get x100.")
+    ] = 3e-4,
+    folds: Annotated[
+        int, typer.Option(help="(labels, outliers) Phase 1 cross-fitting folds.", min=2)
+    ] = 5,
+    rows: Annotated[
+        int | None,
+        typer.Option(
+            help=(
+                "(duplicates) originals drawn from the manifest; (outliers) rows per "
+                "scenario [default: all the manifest gives]."
+            ),
+            min=2,
+            show_default=False,
+        ),
+    ] = None,
+    copies: Annotated[
+        float, typer.Option(help="(duplicates) Share of the originals copied.", min=0, max=1)
+    ] = 0.1,
+    scale: Annotated[
+        int,
+        typer.Option(
+            help="(duplicates) Enlarge the originals this many times before copying them.",
+            min=1,
+        ),
+    ] = 1,
+    pair: Annotated[
+        list[str] | None,
+        typer.Option(
+            help=(
+                "(outliers) Held-out classes A,B (repeat), or junk [default: three "
+                "Fashion-MNIST pairs and junk, or one seeded pair of other data]."
+            ),
+            show_default=False,
+        ),
+    ] = None,
+    rate: Annotated[
+        float, typer.Option(help="(outliers) Share of planted outliers.", min=0, max=0.5)
+    ] = 0.02,
+    label_noise: Annotated[
+        float,
+        typer.Option(help="(outliers) Share of in-set labels also made wrong.", min=0, max=0.9),
+    ] = 0.0,
+    seed: Annotated[int, typer.Option(help="(duplicates, outliers) Seed of the planting.")] = 0,
+    peers: Annotated[
+        bool,
+        typer.Option(help="(duplicates) Also run Datalab's near_duplicate, where installed."),
+    ] = True,
 ) -> None:
-    """Inject known noise and compare detection, retrieval and cost with the baselines.
+    """Plant known problems and compare noisyclean with its peers on the same features.
 
-    Baselines: cleanlab, a k-NN vote, Proxy-Anchor and MultiSimilarity, all on the
-    same cached features. Each method runs in its own subprocess so its time and
-    peak memory are its own.
-    Writes OUTPUT/results.json, results.md, precision_recall.png and recall_vs_noise.png.
+    --suite labels (the default) injects label noise and compares detection with
+    cleanlab and a k-NN vote and retrieval with Proxy-Anchor and MultiSimilarity,
+    each method in its own subprocess (time and peak memory its own); writes
+    results.json, results.md, precision_recall.png and recall_vs_noise.png.
+    --suite duplicates and --suite outliers write results.json and results.md (and
+    the duplicates' natural.png and copies.png).
     """
     from noisyclean.artifacts import check_output
+    from noisyclean.manifest import load_manifest
+
+    with user_errors():
+        if suite not in ("labels", "duplicates", "outliers"):
+            raise NoisyCleanError(f"--suite must be labels, duplicates or outliers, not {suite!r}")
+        if suite == "labels" and not noise:
+            raise NoisyCleanError("--suite labels needs at least one --noise (e.g. symmetric:0.2)")
+        check_output(output / "results.json", inputs=[manifest])
+        fcfg = _feature_config(backbone, image_size, cache_dir, device, batch_size, workers)
+        if suite != "labels":
+            m = load_manifest(manifest)
+            with progress_bars() as track:
+                progress = track("features", "img")
+                if suite == "duplicates":
+                    from noisyclean.bench.duplicates import run_duplicates_bench
+
+                    found = run_duplicates_bench(
+                        m,
+                        output,
+                        features=fcfg,
+                        rows=rows,
+                        copies=copies,
+                        scale=scale,
+                        seed=seed,
+                        datalab=peers,
+                        feature_progress=progress,
+                    )
+                    headline = found.headline
+                else:
+                    from noisyclean.bench.outliers import run_outliers_bench
+
+                    planted = run_outliers_bench(
+                        m,
+                        output,
+                        features=fcfg,
+                        rows=rows,
+                        rate=rate,
+                        pairs=pair,
+                        seed=seed,
+                        label_noise=label_noise,
+                        confidence={"folds": folds, "device": _train_device(device)},
+                        feature_progress=progress,
+                    )
+                    headline = planted.headline
+            for line in headline:
+                out.print(line)
+            out.print(f"wrote {output / 'results.md'} and {output / 'results.json'}")
+            return
+        _label_bench(
+            manifest,
+            output,
+            noise=noise or [],
+            seeds=seeds,
+            test_fraction=test_fraction,
+            method=method,
+            fcfg=fcfg,
+            device=device,
+            epochs=epochs,
+            embedding_dim=embedding_dim,
+            lr=lr,
+            folds=folds,
+        )
+
+
+def _label_bench(
+    manifest: Path,
+    output: Path,
+    *,
+    noise: list[str],
+    seeds: int,
+    test_fraction: float,
+    method: list[str] | None,
+    fcfg: FeatureConfig,
+    device: str,
+    epochs: int,
+    embedding_dim: int,
+    lr: float,
+    folds: int,
+) -> None:
+    """``bench --suite labels``: label noise, detection and retrieval."""
     from noisyclean.bench.methods import METHODS
     from noisyclean.bench.noise import parse_noise
     from noisyclean.bench.runner import BenchConfig, run_bench
     from noisyclean.manifest import load_manifest
     from noisyclean.reporting import bench_summary
 
-    with user_errors():
-        try:
-            config = BenchConfig(
-                noises=tuple(parse_noise(n) for n in noise),
-                seeds=seeds,
-                test_fraction=test_fraction,
-                methods=tuple(method) if method else tuple(METHODS),
-                confidence={"folds": folds, "device": _train_device(device)},
-                train={
-                    "epochs": epochs,
-                    "embedding_dim": embedding_dim,
-                    "lr": lr,
-                    "device": _train_device(device),
-                },
-            )
-        except ValueError as err:
-            raise NoisyCleanError(str(err)) from None
-        check_output(output / "results.json", inputs=[manifest])
-        m = load_manifest(manifest)
-        fcfg = _feature_config(backbone, image_size, cache_dir, device, batch_size, workers)
-        with progress_bars() as track:
-            jobs_bar = track("methods", "job")
-            result = run_bench(
-                m,
-                output,
-                features=fcfg,
-                config=config,
-                feature_progress=track("features", "img"),
-                job_progress=lambda done, total, what: jobs_bar(done, total),
-            )
-        bench_summary(result.summary, result.results, output)
+    try:
+        config = BenchConfig(
+            noises=tuple(parse_noise(n) for n in noise),
+            seeds=seeds,
+            test_fraction=test_fraction,
+            methods=tuple(method) if method else tuple(METHODS),
+            confidence={"folds": folds, "device": _train_device(device)},
+            train={
+                "epochs": epochs,
+                "embedding_dim": embedding_dim,
+                "lr": lr,
+                "device": _train_device(device),
+            },
+        )
+    except ValueError as err:
+        raise NoisyCleanError(str(err)) from None
+    m = load_manifest(manifest)
+    with progress_bars() as track:
+        jobs_bar = track("methods", "job")
+        result = run_bench(
+            m,
+            output,
+            features=fcfg,
+            config=config,
+            feature_progress=track("features", "img"),
+            job_progress=lambda done, total, what: jobs_bar(done, total),
+        )
+    bench_summary(result.summary, result.results, output)
 
 
 def entry() -> None:

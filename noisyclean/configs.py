@@ -31,7 +31,7 @@ def scaled_epochs(default: int, n_rows: int, *, minimum: int) -> int:
 
 #: Cosine similarity of backbone features at or above which two rows are near-duplicates,
 #: calibrated on Fashion-MNIST with efficientnet-lite0 at 112 px (docs/design.md).
-DUPLICATE_THRESHOLD = 0.95
+DUPLICATE_THRESHOLD = 0.965
 #: Outlier score (robust standard deviations above a typical train row) above which a
 #: row is flagged as an outlier (docs/design.md).
 OUTLIER_THRESHOLD = 5.0
