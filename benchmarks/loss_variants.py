@@ -1,0 +1,139 @@
+"""Smooth Proxy-Anchor variants against MultiSimilarity, paired by setting and seed.
+
+Reads the Phase 1 confidences saved by ``benchmarks/calibration_data.py`` (one file per
+noise setting and seed), trains each variant's head on the same features and labels,
+and writes the test rows' Recall@1 (by their true labels) to a CSV, one line per
+(file, variant). Resumable: lines already in the CSV are skipped.
+
+    nice .venv/bin/python benchmarks/loss_variants.py data/fm20k/manifest.csv \
+        --calib data/calib -o data/calib/variants.csv
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import os
+import time
+from collections.abc import Callable
+from dataclasses import replace
+from pathlib import Path
+
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+import numpy as np
+import torch
+
+from noisyclean import knn, losses
+from noisyclean.confidence import TopClasses
+from noisyclean.configs import TrainConfig
+from noisyclean.embedding import embed, train_head
+from noisyclean.features import FeatureConfig, extract_features
+from noisyclean.manifest import load_manifest
+from noisyclean.metrics import recall_at_k
+
+Patch = Callable[[], Callable[[], None]]
+
+
+def _floor_confused(floor: float) -> Patch:
+    """m⁻ of the class the row is most confused with (its best other class) is at least
+    ``floor`` where the given label is the row's best class."""
+
+    def patch() -> Callable[[], None]:
+        original = losses.SmoothProxyAnchorLoss.memberships
+
+        def memberships(self, labels, confidences):  # type: ignore[no-untyped-def]
+            m_pos, m_neg = original(self, labels, confidences)
+            given = torch.nn.functional.one_hot(labels, self.n_classes).bool()
+            other = confidences.masked_fill(given, -1.0)
+            best_other = other.argmax(dim=1)
+            trusted = confidences.gather(1, labels[:, None])[:, 0] >= other.max(dim=1).values
+            rows = torch.arange(len(labels))
+            current = m_neg[rows, best_other]
+            m_neg = m_neg.clone()
+            m_neg[rows, best_other] = torch.where(trusted, torch.clamp(current, min=floor), current)
+            return m_pos, m_neg
+
+        losses.SmoothProxyAnchorLoss.memberships = memberships  # type: ignore[method-assign]
+
+        def undo() -> None:
+            losses.SmoothProxyAnchorLoss.memberships = original  # type: ignore[method-assign]
+
+        return undo
+
+    return patch
+
+
+def _none() -> Callable[[], None]:
+    return lambda: None
+
+
+#: name -> (loss, TrainConfig changes, patch)
+VARIANTS: dict[str, tuple[str, dict[str, object], Patch]] = {
+    "multi-similarity": ("multi-similarity", {}, _none),
+    "proxy-anchor": ("proxy-anchor", {}, _none),
+    "spa": ("smooth-proxy-anchor", {}, _none),
+    "spa-floor0.5": ("smooth-proxy-anchor", {}, _floor_confused(0.5)),
+    "spa-floor0.9": ("smooth-proxy-anchor", {}, _floor_confused(0.9)),
+    "spa-tau0.3": ("smooth-proxy-anchor", {"tau": 0.3}, _none),
+    "spa-delta0.2": ("smooth-proxy-anchor", {"delta": 0.2}, _none),
+    "spa-norenorm": ("smooth-proxy-anchor", {"renormalize": False}, _none),
+}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("manifest", type=Path)
+    ap.add_argument("--calib", type=Path, default=Path("data/calib"))
+    ap.add_argument("-o", "--out", type=Path, default=Path("data/calib/variants.csv"))
+    ap.add_argument("--variant", action="append", default=None)
+    a = ap.parse_args()
+    m = load_manifest(a.manifest)
+    feats = extract_features(
+        m,
+        FeatureConfig(
+            backbone="efficientnet-lite0",
+            image_size=112,
+            cache_dir=Path("data/feature-cache"),
+            workers=1,
+        ),
+    )
+    x = np.ascontiguousarray(feats.values, dtype=np.float32)
+    done = set()
+    if a.out.exists():
+        with a.out.open() as fh:
+            done = {(r["file"], r["variant"]) for r in csv.DictReader(fh)}
+    new = not a.out.exists()
+    with a.out.open("a", newline="") as fh:
+        writer = csv.writer(fh)
+        if new:
+            writer.writerow(["file", "variant", "recall@1", "seconds"])
+        for path in sorted(a.calib.glob("*-seed*.npz")):
+            d = np.load(path)
+            y, true, train = d["noisy"], d["true"], d["train"]
+            k = int(true.max()) + 1
+            seed = int(path.stem.rsplit("seed", 1)[1])
+            for name in a.variant or VARIANTS:
+                if (path.stem, name) in done:
+                    continue
+                loss, changes, patch = VARIANTS[name]
+                dense = d["conf"] if loss == "smooth-proxy-anchor" else np.eye(k)[y]
+                top = TopClasses.from_dense(dense.astype(np.float32), y, width=k)
+                cfg = replace(TrainConfig(loss=loss, seed=seed, device="cpu"), **changes)
+                undo = patch()
+                t0 = time.perf_counter()
+                try:
+                    head, _ = train_head(x, top, rows=np.flatnonzero(train), config=cfg)
+                finally:
+                    undo()
+                emb = embed(head, x)
+                test = ~train
+                _, nb = knn.search(emb[test], emb[test], k=1, exclude_self=True)
+                r1 = recall_at_k(nb, true[test], (1,))[1]
+                writer.writerow([path.stem, name, f"{r1:.4f}", f"{time.perf_counter() - t0:.1f}"])
+                fh.flush()
+                print(path.stem, name, f"{r1:.2f}", flush=True)
+
+
+if __name__ == "__main__":
+    main()
