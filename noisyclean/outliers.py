@@ -15,7 +15,7 @@ parts measured in the backbone space that Phase 1 already worked in:
 - ``confidence``: ``1 − max_c C[x, c]``, and ``neighbours``: the mean cosine distance
   ``1 − s`` to the k nearest train rows of Phase 1's search (cleanlab's
   ``OutOfDistribution`` score on features, made monotone). Both are reported; neither is
-  in the default score (``docs/outliers-draft.md``: planted outliers come in groups of
+  in the default score (``docs/design.md`` §5: planted outliers come in groups of
   look-alikes, each other's neighbours, and the neighbour distance ranks them below the
   in-set rows' median).
 
@@ -30,7 +30,7 @@ the same class). The parts' mean ``m`` is standardised the same way:
 
 so the score reads as "robust standard deviations above a typical train row", and a row
 is flagged when ``score > threshold`` (default ``DEFAULT_THRESHOLD``): a rule that needs
-no knowledge of the outlier rate. ``docs/outliers-draft.md`` has the measurements behind
+no knowledge of the outlier rate. ``docs/design.md`` §5 has the measurements behind
 the defaults.
 
 Nothing here holds a dense (N, K) array: features are read in chunks (a memory map
