@@ -108,7 +108,7 @@ def test_score_train_embed_review_from_a_features_file(
     # The review page shows placeholders for the images that don't exist.
     code, out = _invoke(["review", str(run), "-o", str(tmp_path / "page.html"), "--top", "5"])
     assert code == 0, out
-    assert "without an image, 0 thumbnails" in out
+    assert "without an image; 0 thumbnails" in out
 
 
 def test_the_file_s_status_and_null_embeddings(tmp_path: Path) -> None:
