@@ -917,17 +917,24 @@ def _optional_dict(raw: dict[str, Any], key: str) -> dict[str, Any]:
     return dict(value) if isinstance(value, dict) else {}
 
 
-def read_suspects(run_dir: Path, config: RunConfig) -> pa.Table:
-    """A run's suspects.parquet as an Arrow table, checked against its config.json
-    (vectorised: a million rows cost no Python object each)."""
-    path = Path(run_dir) / "suspects.parquet"
-    table = _read_table(path, "suspects.parquet from `noisyclean train`", SUSPECTS_SCHEMA.names)
-    meta = _Meta(path, table.schema.metadata, "suspects.parquet")
+def _read_run_table(path: Path, config: RunConfig, required: Sequence[str]) -> pa.Table:
+    """One of a run's Parquet files, with its columns, the run's format and its run_id
+    checked against config.json."""
+    table = _read_table(path, f"{path.name} from `noisyclean train`", required)
+    meta = _Meta(path, table.schema.metadata, path.name)
     meta.version(RUN_FORMAT)
     if meta.text("run_id") != config.run_id:
         raise meta.fail(
             "run_id", f"is {meta.text('run_id')!r}, but config.json's is {config.run_id!r}"
         )
+    return table
+
+
+def read_suspects(run_dir: Path, config: RunConfig) -> pa.Table:
+    """A run's suspects.parquet as an Arrow table, checked against its config.json
+    (vectorised: a million rows cost no Python object each)."""
+    path = Path(run_dir) / "suspects.parquet"
+    table = _read_run_table(path, config, SUSPECTS_SCHEMA.names)
     for column, allowed, what in (
         ("status", STATUSES, "a status"),
         ("label", config.classes, "a class of the run"),
@@ -948,15 +955,7 @@ def read_duplicates(run_dir: Path, config: RunConfig) -> pa.Table:
     against its config.json."""
     from noisyclean.duplicates import SCHEMA as DUPLICATES_SCHEMA
 
-    path = Path(run_dir) / "duplicates.parquet"
-    table = _read_table(path, "duplicates.parquet from `noisyclean train`", DUPLICATES_SCHEMA.names)
-    meta = _Meta(path, table.schema.metadata, "duplicates.parquet")
-    meta.version(RUN_FORMAT)
-    if meta.text("run_id") != config.run_id:
-        raise meta.fail(
-            "run_id", f"is {meta.text('run_id')!r}, but config.json's is {config.run_id!r}"
-        )
-    return table
+    return _read_run_table(Path(run_dir) / "duplicates.parquet", config, DUPLICATES_SCHEMA.names)
 
 
 def read_model(run_dir: Path, config: RunConfig) -> dict[str, np.ndarray]:

@@ -39,13 +39,10 @@ def feature_config(cache_dir: Path, *, image_size: int = SMALL_SIZE, **kw: objec
     return FeatureConfig(backbone=BACKBONE, image_size=image_size, cache_dir=cache_dir, **opts)
 
 
-def score_args(manifest: Path, output: Path, cache: Path, *extra: str) -> list[str]:
-    """``noisyclean score`` arguments for the offline backbone at the small size, on CPU."""
+def model_args(cache: Path) -> list[str]:
+    """The feature options of ``score`` (and ``run``): the offline backbone at the small
+    size, on CPU, in-process."""
     return [
-        "score",
-        str(manifest),
-        "-o",
-        str(output),
         "--backbone",
         BACKBONE,
         "--image-size",
@@ -56,8 +53,12 @@ def score_args(manifest: Path, output: Path, cache: Path, *extra: str) -> list[s
         "cpu",
         "--workers",
         "0",
-        *extra,
     ]
+
+
+def score_args(manifest: Path, output: Path, cache: Path, *extra: str) -> list[str]:
+    """``noisyclean score`` arguments for the offline backbone at the small size, on CPU."""
+    return ["score", str(manifest), "-o", str(output), *model_args(cache), *extra]
 
 
 def write_csv(path: Path, rows: list[dict[str, str]]) -> Path:

@@ -114,11 +114,35 @@ def expected_shown(expected: dict[str, tuple[str, str]]) -> dict[str, tuple[str,
     }
 
 
+def apply_and_check(
+    small_set: SmallSet, decisions: Path, expected: dict[str, tuple[str, str]], out: Path
+) -> None:
+    """``noisyclean apply`` the exported decisions, then check every row of the result:
+    relabelled as decided, dropped rows in the sidecar, the rest unchanged, none lost."""
+    from noisyclean.cli import app
+
+    result = CliRunner().invoke(
+        app, ["apply", str(small_set.manifest), str(decisions), "-o", str(out)]
+    )
+    assert result.exit_code == 0, result.output
+    with out.open(newline="") as fh:
+        cleaned = list(csv.DictReader(fh))
+    with out.with_name(f"{out.stem}.dropped.csv").open(newline="") as fh:
+        dropped = list(csv.DictReader(fh))
+    want, want_dropped = [], []
+    for row in small_set.rows:
+        decision, new_label = expected.get(row["id"], ("keep", ""))
+        if decision == "drop":
+            want_dropped.append(row)
+        else:
+            want.append({**row, "label": new_label if decision == "relabel" else row["label"]})
+    assert cleaned == want and dropped == want_dropped
+    assert len(small_set.rows) == len(cleaned) + len(dropped)
+
+
 def test_decide_reload_export_apply_import(
     browser: Any, run: Path, small_set: SmallSet, tmp_path: Path
 ) -> None:
-    from noisyclean.cli import app
-
     review = tmp_path / "review.html"
     write_review(run, review, top=TOP)
     data, _ = page_data(review.read_text())
@@ -210,24 +234,7 @@ def test_decide_reload_export_apply_import(
     assert len(rows) == len(expected)  # undecided rows are left out: apply keeps them
     assert errors == []
 
-    out = tmp_path / "clean.csv"
-    result = CliRunner().invoke(
-        app, ["apply", str(small_set.manifest), str(exported), "-o", str(out)]
-    )
-    assert result.exit_code == 0, result.output
-    with out.open(newline="") as fh:
-        cleaned = list(csv.DictReader(fh))
-    with (tmp_path / "clean.dropped.csv").open(newline="") as fh:
-        dropped = list(csv.DictReader(fh))
-    want, want_dropped = [], []
-    for row in small_set.rows:
-        decision, new_label = expected.get(row["id"], ("keep", ""))
-        if decision == "drop":
-            want_dropped.append(row)
-        else:
-            want.append({**row, "label": new_label if decision == "relabel" else row["label"]})
-    assert cleaned == want and dropped == want_dropped
-    assert len(small_set.rows) == len(cleaned) + len(dropped)
+    apply_and_check(small_set, exported, expected, tmp_path / "clean.csv")
     context.close()
 
     # A fresh browser profile: nothing saved, until the exported file is imported.
@@ -508,8 +515,6 @@ def export_decisions(page: Any, dest: Path) -> list[dict[str, str]]:
 def test_tabs_group_and_bulk_actions_apply(
     browser: Any, run: Path, small_set: SmallSet, tmp_path: Path
 ) -> None:
-    from noisyclean.cli import app
-
     cl = cleanup_run(run, tmp_path)
     review = tmp_path / "review.html"
     write_review(cl.run, review, top=TOP)
@@ -674,24 +679,7 @@ def test_tabs_group_and_bulk_actions_apply(
     assert errors == []
     context.close()
 
-    out = tmp_path / "clean.csv"
-    result = CliRunner().invoke(
-        app, ["apply", str(small_set.manifest), str(tmp_path / "decisions.csv"), "-o", str(out)]
-    )
-    assert result.exit_code == 0, result.output
-    with out.open(newline="") as fh:
-        cleaned = list(csv.DictReader(fh))
-    with (tmp_path / "clean.dropped.csv").open(newline="") as fh:
-        dropped = list(csv.DictReader(fh))
-    want, want_dropped = [], []
-    for row in small_set.rows:
-        decision, new_label = expected.get(row["id"], ("keep", ""))
-        if decision == "drop":
-            want_dropped.append(row)
-        else:
-            want.append({**row, "label": new_label if decision == "relabel" else row["label"]})
-    assert cleaned == want and dropped == want_dropped
-    assert len(cleaned) + len(dropped) == len(small_set.rows)
+    apply_and_check(small_set, tmp_path / "decisions.csv", expected, tmp_path / "clean.csv")
 
 
 @pytest.mark.timeout(120)

@@ -12,7 +12,7 @@ import numpy as np
 import pandas as pd
 import pyarrow.parquet as pq
 import pytest
-from conftest import BACKBONE, SMALL_SIZE, SmallSet, write_csv
+from conftest import SmallSet, model_args, write_csv
 from PIL import Image
 from typer.testing import CliRunner
 
@@ -62,20 +62,7 @@ def dirty(tmp_path_factory: pytest.TempPathFactory, small_set: SmallSet) -> Path
 
 
 def _model_args(cache: Path) -> list[str]:
-    return [
-        "--backbone",
-        BACKBONE,
-        "--image-size",
-        str(SMALL_SIZE),
-        "--cache-dir",
-        str(cache),
-        "--device",
-        "cpu",
-        "--workers",
-        "0",
-        "--folds",
-        "3",
-    ]
+    return [*model_args(cache), "--folds", "3"]
 
 
 def _run(manifest: Path, out: Path, cache: Path, *extra: str) -> str:
