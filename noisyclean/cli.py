@@ -27,6 +27,7 @@ from noisyclean.reporting import console, error, out, progress_bars, staged
 
 if TYPE_CHECKING:
     from noisyclean.configs import ConfidenceConfig, OutlierConfig, SuspectConfig, TrainConfig
+    from noisyclean.feature_file import FeatureFile
     from noisyclean.features import FeatureConfig
     from noisyclean.pipeline import ScoreResult, TrainResult
 
@@ -251,19 +252,38 @@ def score(
         ccfg = ConfidenceConfig(
             folds=folds, k=k, blend=blend, epochs=epochs, seed=seed, device=_train_device(device)
         )
-        fcfg = _feature_config(backbone, image_size, cache_dir, device, batch_size, workers)
-        _score_to(manifest, output, features, fcfg, ccfg, top_classes)
+        source = _feature_source(
+            features, backbone, image_size, cache_dir, device, batch_size, workers
+        )
+        _score_to(manifest, output, source, ccfg, top_classes)
+
+
+def _feature_source(
+    features: str | None,
+    backbone: str,
+    image_size: int | None,
+    cache_dir: Path | None,
+    device: str,
+    batch_size: int,
+    workers: int,
+) -> FeatureConfig | FeatureFile:
+    """The user's features file (opened: its stamp taken now), else the backbone."""
+    from noisyclean.feature_file import FeatureFile
+
+    if features is not None:
+        return FeatureFile.open(features)
+    return _feature_config(backbone, image_size, cache_dir, device, batch_size, workers)
 
 
 def _score_to(
     manifest: str,
     output: Path,
-    features: str | None,
-    fcfg: FeatureConfig,
+    source: FeatureConfig | FeatureFile,
     ccfg: ConfidenceConfig,
     top_classes: int,
 ) -> ScoreResult:
-    """``score``'s work: conf.parquet at ``output``, and its summary printed."""
+    """``score``'s work: conf.parquet at ``output``, and its summary printed. ``source``
+    is the backbone and its cache, or the user's features file, opened."""
     from noisyclean.artifacts import PARQUET_SUFFIXES, check_output, write_conf
     from noisyclean.feature_file import FeatureFile
     from noisyclean.manifest import load_manifest
@@ -271,9 +291,9 @@ def _score_to(
     from noisyclean.reporting import score_summary
 
     started = time.perf_counter()
+    features = source.path if isinstance(source, FeatureFile) else None
     local = [Path(features)] if features and "://" not in features else []
     check_output(output, inputs=[Path(manifest), *local], suffixes=PARQUET_SUFFIXES)
-    source = FeatureFile.open(features) if features is not None else fcfg
     m = load_manifest(manifest, check_files=features is None)
     with progress_bars() as track:
         result = score_manifest(
@@ -776,7 +796,9 @@ def run_cmd(
         ccfg = ConfidenceConfig(
             folds=folds, k=k, blend=blend, epochs=epochs, seed=seed, device=_train_device(device)
         )
-        fcfg = _feature_config(backbone, image_size, cache_dir, device, batch_size, workers)
+        source = _feature_source(
+            features, backbone, image_size, cache_dir, device, batch_size, workers
+        )
         topts = _train_options(
             loss=loss,
             embedding_dim=embedding_dim,
@@ -797,8 +819,8 @@ def run_cmd(
             device=device,
         )
         inputs = {"manifest": fingerprint(manifest)}
-        if features is not None:
-            inputs["features"] = f"{features}:{FeatureFile.open(features).stamp}"
+        if isinstance(source, FeatureFile):
+            inputs["features"] = f"{source.path}:{source.stamp}"
         options: dict[str, dict[str, Any]] = {
             "score": {
                 "features": features,
@@ -828,7 +850,7 @@ def run_cmd(
             t0 = time.perf_counter()
             summary: dict[str, Any] = {}
             if stage == "score":
-                _score_to(manifest, conf_path, features, fcfg, ccfg, top_classes)
+                _score_to(manifest, conf_path, source, ccfg, top_classes)
             elif stage == "train":
                 result = _train_to(conf_path, output, topts, cache_dir=cache_dir, top=20)
                 summary = _loop_summary(result)
