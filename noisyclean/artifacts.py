@@ -760,6 +760,9 @@ class RunConfig:
         neighbours: how the learned-space k-NN search ran (method, nlist, nprobe, recall).
         duplicates: the near-duplicate options and counts (threshold, groups by kind).
         outliers: the outlier score's options (parts, threshold) and the number flagged.
+        noise: the flag rule's figures over the usable rows (``Flags.summary``): the
+            estimated share of wrong labels with its 95% interval, the number flagged,
+            their expected precision and the budget; empty for runs before them.
     """
 
     run_id: str
@@ -779,6 +782,7 @@ class RunConfig:
     neighbours: dict[str, Any] = field(default_factory=dict)
     duplicates: dict[str, Any] = field(default_factory=dict)
     outliers: dict[str, Any] = field(default_factory=dict)
+    noise: dict[str, Any] = field(default_factory=dict)
 
     @property
     def parquet_meta(self) -> dict[str, Any]:
@@ -904,6 +908,7 @@ def read_run_config(run_dir: Path) -> RunConfig:
         neighbours=_optional_dict(raw, "neighbours"),
         duplicates=_optional_dict(raw, "duplicates"),
         outliers=_optional_dict(raw, "outliers"),
+        noise=_optional_dict(raw, "noise"),
     )
     if not isinstance(config.features_file, str):
         raise ArtifactError(f"{path}: 'features_file' is not a string")

@@ -162,6 +162,16 @@ VoteWeightOpt = Annotated[
         help="Weight of the learned-space vote in suspicion (C gets the rest).", min=0, max=1
     ),
 ]
+FlagBudgetOpt = Annotated[
+    int | None,
+    typer.Option(
+        help="Cards a person will review: flag this many of the least supported rows "
+        "instead of the estimated number of wrong labels (default: the estimate). "
+        "review --top only caps what the page shows.",
+        min=1,
+        show_default=False,
+    ),
+]
 ReviewTopOpt = Annotated[
     int,
     typer.Option(help="At most this many cards per tab of the page, most urgent first.", min=1),
@@ -439,6 +449,7 @@ def train(
     renormalize: RenormalizeOpt = True,
     k: Annotated[int, typer.Option(help=_TRAIN_K_HELP, min=1)] = 10,
     vote_weight: VoteWeightOpt = 0.5,
+    flag_budget: FlagBudgetOpt = None,
     duplicate_threshold: DuplicateThresholdOpt = DUPLICATE_THRESHOLD,
     outlier_threshold: OutlierThresholdOpt = OUTLIER_THRESHOLD,
     top: Annotated[int, typer.Option(help="Suspects shown in the terminal table.", min=0)] = 20,
@@ -468,6 +479,7 @@ def train(
             renormalize=renormalize,
             k=k,
             vote_weight=vote_weight,
+            flag_budget=flag_budget,
             duplicate_threshold=duplicate_threshold,
             outlier_threshold=outlier_threshold,
             seed=seed,
@@ -509,6 +521,7 @@ def _train_options(
     renormalize: bool,
     k: int,
     vote_weight: float,
+    flag_budget: int | None,
     duplicate_threshold: float,
     outlier_threshold: float,
     seed: int,
@@ -533,7 +546,7 @@ def _train_options(
                 seed=seed,
                 device=device,
             ),
-            suspects=SuspectConfig(k=k, weight=1.0 - vote_weight),
+            suspects=SuspectConfig(k=k, weight=1.0 - vote_weight, flag_budget=flag_budget),
             duplicate_threshold=duplicate_threshold,
             outliers=OutlierConfig(threshold=outlier_threshold),
         )
@@ -752,6 +765,7 @@ def run_cmd(
     renormalize: RenormalizeOpt = True,
     train_k: Annotated[int, typer.Option(help=_TRAIN_K_HELP, min=1)] = 10,
     vote_weight: VoteWeightOpt = 0.5,
+    flag_budget: FlagBudgetOpt = None,
     duplicate_threshold: DuplicateThresholdOpt = DUPLICATE_THRESHOLD,
     outlier_threshold: OutlierThresholdOpt = OUTLIER_THRESHOLD,
     top: ReviewTopOpt = 500,
@@ -813,6 +827,7 @@ def run_cmd(
             renormalize=renormalize,
             k=train_k,
             vote_weight=vote_weight,
+            flag_budget=flag_budget,
             duplicate_threshold=duplicate_threshold,
             outlier_threshold=outlier_threshold,
             seed=seed,
@@ -889,14 +904,13 @@ def _loop_summary(result: TrainResult) -> dict[str, Any]:
     labels = np.asarray(pd.Categorical(result.frame["label"], categories=found.classes).codes)
     class_rows = np.bincount(labels[usable], minlength=len(found.classes))
     rates = found.flags.noise_rate
-    overall = float((rates * class_rows).sum() / max(int(class_rows.sum()), 1))
     return {
         "rows": len(usable),
         "usable": int(usable.sum()),
         "suspects": int(result.is_suspect.sum()),
         "outliers": int(result.outliers.is_outlier.sum()),
         "groups": result.duplicates.n_groups,
-        "noise": round(overall, 6),
+        "noise": round(found.flags.noise, 6),
         "classes": list(found.classes),
         "noise_rate": [round(float(r), 6) for r in rates],
         "class_rows": [int(c) for c in class_rows],

@@ -153,12 +153,15 @@ class SuspectConfig:
         show: neighbours listed per class in ``neighbours_suggested``/``neighbours_given``.
         pool: nearest train rows searched per row (at least ``k``); the per-class lists
             are picked from them, so a class with none among them lists none.
+        flag_budget: flag this many of the least supported rows instead of the
+            estimated number of wrong labels (None: the estimate).
     """
 
     k: int = 10
     weight: float = 0.5
     show: int = 5
     pool: int = 64
+    flag_budget: int | None = None
 
     def __post_init__(self) -> None:
         if self.k < 1 or self.show < 1:
@@ -167,6 +170,8 @@ class SuspectConfig:
             raise ValueError(f"pool must be at least k ({self.k}), got {self.pool}")
         if not 0.0 <= self.weight <= 1.0:
             raise ValueError(f"weight must be in [0, 1], got {self.weight}")
+        if self.flag_budget is not None and self.flag_budget < 1:
+            raise ValueError(f"flag_budget must be at least 1, got {self.flag_budget}")
 
 
 @dataclass(frozen=True)

@@ -407,6 +407,7 @@ def train_run(
             **{kind: int(getattr(dups, kind).sum()) for kind in ("conflict", "leak", "exact")},
         },
         outliers={**asdict(outliers.config), "flagged": int(outliers.is_outlier.sum())},
+        noise=found.flags.summary(),
     )
     if write_progress:
         write_progress(0, 1)

@@ -140,7 +140,14 @@ def noise_table(classes: Sequence[str], flags: Flags, codes: np.ndarray) -> None
     rows = np.bincount(codes, minlength=len(classes))
     flagged = np.bincount(codes[flags.flagged], minlength=len(classes))
     noise = Table(title=title)
-    for col in ("class", "rows", "flagged", "noise rate", "most often seen instead"):
+    for col in (
+        "class",
+        "rows",
+        "flagged",
+        "noise rate",
+        "95% interval",
+        "most often seen instead",
+    ):
         noise.add_column(col, justify="left" if col == "class" else "right")
     for j in shown:
         instead = ", ".join(f"{clean(classes[c])} ({n})" for c, n in flags.seen_instead(int(j)))
@@ -149,9 +156,25 @@ def noise_table(classes: Sequence[str], flags: Flags, codes: np.ndarray) -> None
             str(int(rows[j])),
             str(int(flagged[j])),
             f"{flags.noise_rate[j]:.1%}",
+            f"{flags.noise_low[j]:.1%}–{flags.noise_high[j]:.1%}",
             instead or "-",
         )
     out.print(noise)
+
+
+def estimate_lines(flags: Flags, rows: str) -> None:
+    """The estimated share of wrong labels with its interval, and the flagged set: how
+    many, chosen how, and its expected precision."""
+    low, high = flags.noise_interval
+    n = len(flags.flagged)
+    out.print(
+        f"estimated wrong labels: [bold]{flags.noise:.1%}[/] of {n} {rows} "
+        f"(95% interval {low:.1%}–{high:.1%}, bootstrap over rows)"
+    )
+    flagged = int(flags.flagged.sum())
+    how = f"a budget of {flags.budget}" if flags.budget is not None else "as many as the estimate"
+    precision = f"; expected precision [bold]{flags.expected_precision:.2f}[/]" if flagged else ""
+    out.print(f"flagged {flagged} ({flagged / max(n, 1):.1%}), {how}{precision}")
 
 
 #: Unreadable rows listed one by one; past this many, a count per reason.
@@ -214,11 +237,7 @@ def score_summary(result: ScoreResult, output: Path, seconds: float) -> None:
             f"{r['pred_confidence']:.3f}",
         )
     out.print(top)
-    flagged = int(result.flags.flagged.sum())
-    out.print(
-        f"flagged {flagged} of {len(result.flag_rows)} usable train rows "
-        f"({flagged / max(len(result.flag_rows), 1):.1%})"
-    )
+    estimate_lines(result.flags, "usable train rows")
     if result.auroc is not None:
         out.print(
             "AUROC of 1 - confidence against true_label (usable train rows): "
@@ -271,6 +290,7 @@ def train_summary(result: TrainResult, top: int, seconds: float) -> None:
     out.print(table)
     codes = pd.Categorical(frame["label"], categories=found.classes).codes
     noise_table(found.classes, found.flags, codes[found.usable])
+    estimate_lines(found.flags, "usable rows")
     flagged = int(result.is_suspect.sum())
     extra = flagged - int(found.is_suspect.sum())
     out.print(

@@ -489,6 +489,7 @@ def _page(
         "top": top,
         "version": __version__,
         "suspects": n_suspects,
+        "noise": config.noise,
         "cards": cards,
         "has_outliers": "is_outlier" in table.column_names,
         "n_outliers": n_outliers,

@@ -3,13 +3,14 @@
 Each usable row's k nearest neighbours in the Phase-2 embedding vote for their own
 labels, each vote weighted by the neighbour's Phase-1 confidence in its own label,
 so that doubted rows carry little weight. The combined score of class c is
-``weight * C[x, c] + (1 - weight) * vote[x, c]``; ``suspicion = 1 - combined[x, label]``.
+``weight * C[x, c] + (1 - weight) * vote[x, c]``.
 
-Suspects are flagged on the combined scores by confident learning's rule with
-prune-by-class (``noisyclean.flagging``): per-class thresholds estimate how many of
-each class's labels are wrong, and that many least-supported rows of the class are
-flagged. A fixed cut-off would flag every row of a class the model finds hard, and
-none of an easy one.
+Suspects are flagged on the combined scores by ``noisyclean.flagging``'s rule:
+per-class thresholds estimate how many labels are wrong, and that many of the least
+supported rows are flagged (or a review budget of them). A row's support is its
+combined score for its label over that plus its best other class's; ``suspicion`` is
+``1 - support``, the order of the review. A fixed cut-off on the raw score would flag
+every row of a class the model finds hard, and none of an easy one.
 """
 
 from __future__ import annotations
@@ -35,7 +36,8 @@ class Suspects:
 
     Attributes:
         suggested: (N,) class index suggested instead of the given label; -1 unless usable.
-        suspicion: (N,) float32, 1 − combined[x, label]; NaN unless usable.
+        suspicion: (N,) float32, 1 − support (best other / (own + best other) of the
+            combined scores); NaN unless usable.
         confidence: (N,) float32, Phase 1's C[x, label]; NaN unless usable.
         agreement: (N,) float32, the weighted vote for the given label; NaN unless usable.
         neighbours: (N, k) the nearest train rows (row positions), nearest first; -1 pads.
@@ -183,7 +185,9 @@ def find_suspects(
         own[start : start + step] = top.given
         agreement[part] = vote[np.arange(len(part)), labels[part]]
 
-    flags = sparse_flags(own, cand_classes, cand_scores, labels[rows], n_classes)
+    flags = sparse_flags(
+        own, cand_classes, cand_scores, labels[rows], n_classes, budget=cfg.flag_budget
+    )
     # The class it is confidently of, where that is another class; else the best other.
     other = cand_classes != labels[rows, None]
     best_other = cand_classes[np.arange(len(rows)), other.argmax(axis=1)]
@@ -191,7 +195,7 @@ def find_suspects(
     suggested[rows] = np.where(
         (confident >= 0) & (confident != labels[rows]), confident, best_other
     )
-    suspicion[rows] = 1.0 - own
+    suspicion[rows] = 1.0 - flags.support
 
     given_nb = np.full((n, cfg.show), -1, dtype=np.int64)
     sugg_nb = np.full((n, cfg.show), -1, dtype=np.int64)
@@ -205,7 +209,8 @@ def find_suspects(
     is_suspect = np.zeros(n, dtype=bool)
     is_suspect[rows] = flags.flagged
     rank = np.zeros(n, dtype=np.int64)
-    rank[rows[np.argsort(-suspicion[rows], kind="stable")]] = np.arange(1, len(rows) + 1)
+    # By support (suspicion's float64 source): a budget's rows are ranks 1..budget.
+    rank[rows[np.argsort(flags.support, kind="stable")]] = np.arange(1, len(rows) + 1)
     confidence = np.full(n, np.nan, dtype=np.float32)
     confidence[rows] = confidences.given[rows]
     return Suspects(

@@ -79,6 +79,38 @@ def test_train_prints_the_report(trained_run: tuple[SmallSet, Path, Path]) -> No
     assert "Estimated noise per class" in output
     assert "flagged as suspects" in output
     assert "Phase 1 confidence" in output and "Phase 2 suspicion" in output
+    assert "estimated wrong labels:" in output and "95% interval" in output
+    assert "as many as the estimate; expected precision" in output
+
+
+def test_noise_estimate_is_recorded(trained_run: tuple[SmallSet, Path, Path]) -> None:
+    _, _, run = trained_run
+    noise = json.loads((run / "config.json").read_text())["noise"]
+    sus = pd.read_parquet(run / "suspects.parquet")
+    ok = sus[sus["status"] == "ok"]
+    assert noise["budget"] is None
+    assert noise["noise_low"] <= noise["noise"] <= noise["noise_high"]
+    # Without conflicting duplicates, the suspects are exactly the rule's flags.
+    assert noise["flagged"] == int(ok["is_suspect"].sum())
+    assert 0 <= noise["expected_precision"] <= 1
+
+
+def test_flag_budget_flags_the_most_suspicious_rows(
+    trained_run: tuple[SmallSet, Path, Path], tmp_path: Path
+) -> None:
+    _, conf, _ = trained_run
+    args = ["train", "-w", str(conf), "--epochs", "2", "--embedding-dim", "8", "--device", "cpu"]
+    result = runner.invoke(app, [*args, "-o", str(tmp_path / "run"), "--flag-budget", "7"])
+    assert result.exit_code == 0, result.output
+    assert "flagged 7 " in result.output and "a budget of 7" in result.output
+    sus = pd.read_parquet(tmp_path / "run" / "suspects.parquet")
+    ok = sus[sus["status"] == "ok"]
+    # The budget's rows are the top of the ranking the page shows.
+    assert set(ok.loc[ok["is_suspect"], "rank"]) == set(range(1, 8))
+    config = json.loads((tmp_path / "run" / "config.json").read_text())
+    assert config["suspects"]["flag_budget"] == 7 and config["noise"]["budget"] == 7
+    bad = runner.invoke(app, [*args, "-o", str(tmp_path / "bad"), "--flag-budget", "0"])
+    assert bad.exit_code == 2 and "flag-budget" in bad.output
 
 
 @pytest.mark.parametrize("loss", ["proxy-anchor", "multi-similarity"])

@@ -3,18 +3,19 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from noisyclean.flagging import confident_flags
+from noisyclean.flagging import THRESHOLD_QUANTILE, confident_flags, sparse_flags
 
 # Six rows, four classes (no row is labelled 3). Scores need not sum to 1.
-# Thresholds: t_0 = (0.9 + 0.7 + 0.2) / 3 = 0.6, t_1 = (0.6 + 0.4) / 2, t_2 = 0.5, t_3 = 1.
+# Thresholds, the upper quartile (linear) of each class's own scores:
+# t_0 of [0.2, 0.7, 0.9] = 0.7 + 0.5 * 0.2 = 0.8; t_1 of [0.4, 0.6] = 0.55; t_2 = 0.5; t_3 = 1.
 SCORES = np.array(
     [
-        [0.9, 0.1, 0.0, 0.99],  # 0: labelled 0, confidently 0 (0.99 < t_3)
-        [0.7, 0.2, 0.1, 0.0],  # 1: labelled 0, confidently 0
-        [0.2, 0.8, 0.0, 0.0],  # 2: labelled 0, confidently 1
-        [0.1, 0.6, 0.3, 0.0],  # 3: labelled 1, confidently 1
-        [0.0, 0.4, 0.9, 0.0],  # 4: labelled 1, below t_1, confidently 2
-        [0.5, 0.5, 0.5, 0.0],  # 5: labelled 2, reaches t_1 and t_2; tie -> the first, 1
+        [0.9, 0.1, 0.0, 0.99],  # 0: labelled 0, confidently 0 (0.99 < t_3); support 0.9/1.89
+        [0.7, 0.2, 0.1, 0.0],  # 1: labelled 0, reaches nothing; support 0.7/0.9
+        [0.2, 0.8, 0.0, 0.0],  # 2: labelled 0, confidently 1; support 0.2
+        [0.1, 0.6, 0.3, 0.0],  # 3: labelled 1, confidently 1; support 0.6/0.9
+        [0.0, 0.4, 0.9, 0.0],  # 4: labelled 1, below t_1, confidently 2; support 0.4/1.3
+        [0.5, 0.5, 0.5, 0.0],  # 5: labelled 2, reaches only t_2; support 0.5
     ]
 )
 LABELS = np.array([0, 0, 0, 1, 1, 2])
@@ -22,48 +23,67 @@ LABELS = np.array([0, 0, 0, 1, 1, 2])
 
 def test_constructed_example() -> None:
     flags = confident_flags(SCORES, LABELS, 4)
-    np.testing.assert_allclose(flags.thresholds, [0.6, 0.5, 0.5, 1.0])
-    assert flags.confident_class.tolist() == [0, 0, 1, 1, 2, 1]
+    np.testing.assert_allclose(flags.thresholds, [0.8, 0.55, 0.5, 1.0])
+    assert flags.confident_class.tolist() == [0, -1, 1, 1, 2, 2]
     # The confident joint counts (given label, confident class) over every row with one.
     joint = np.zeros((4, 4), dtype=int)
-    joint[0, 0], joint[0, 1], joint[1, 1], joint[1, 2], joint[2, 1] = 2, 1, 1, 1, 1
+    joint[0, 0], joint[0, 1], joint[1, 1], joint[1, 2], joint[2, 2] = 1, 1, 1, 1, 1
     np.testing.assert_array_equal(flags.dense_joint(), joint)
-    # Off-diagonal shares 1/3, 1/2, 1 of 3, 2, 1 rows: one wrong label in each of 0, 1, 2,
-    # and in each class it is the row with the lowest score for its own label.
-    np.testing.assert_allclose(flags.noise_rate, [1 / 3, 1 / 2, 1.0, 0.0])
-    assert flags.flagged.tolist() == [False, False, True, False, True, True]
+    # Off-diagonal shares 1/2, 1/2, 0 of 3, 2, 1 rows: 1.5 -> 2 (half to even), 1, 0.
+    np.testing.assert_allclose(flags.noise_rate, [2 / 3, 1 / 2, 0.0, 0.0])
+    assert flags.noise == pytest.approx(3 / 6)
+    np.testing.assert_allclose(
+        flags.support, [0.9 / 1.89, 0.7 / 0.9, 0.2, 0.6 / 0.9, 0.4 / 1.3, 0.5]
+    )
+    # Two wrong labels in class 0: its two least supported rows (row 0 supports class 3
+    # more than its own label); one in class 1: row 4.
+    assert flags.flagged.tolist() == [True, False, True, False, True, False]
+    assert flags.expected_precision == pytest.approx(1 - (0.9 / 1.89 + 0.2 + 0.4 / 1.3) / 3)
+    # With a budget of one, the least supported row of all.
+    assert confident_flags(SCORES, LABELS, 4, budget=1).flagged.tolist() == [
+        False,
+        False,
+        True,
+        False,
+        False,
+        False,
+    ]
+    assert flags.budget is None
 
 
 def test_no_off_diagonal_evidence_flags_nothing() -> None:
     scores = np.array([[0.9, 0.1], [0.8, 0.2], [0.1, 0.9], [0.3, 0.3]])
     flags = confident_flags(scores, np.array([0, 0, 1, 1]), 2)
-    np.testing.assert_allclose(flags.thresholds, [0.85, 0.6])
+    np.testing.assert_allclose(flags.thresholds, [0.875, 0.75])
     assert flags.confident_class.tolist() == [0, -1, 1, -1]
     assert not flags.flagged.any()
     assert flags.noise_rate.tolist() == [0.0, 0.0]
+    assert flags.noise == 0.0 and np.isnan(flags.expected_precision)
+    assert flags.noise_interval == (0.0, 0.0)
 
 
 def test_per_class_thresholds_catch_a_class_that_never_scores_high() -> None:
-    # Class 1 is hard: its clean rows score only ~0.3 for it. A global 0.5 cut would
-    # never call a row class 1; its own threshold does.
-    scores = np.array([[0.9, 0.05], [0.8, 0.1], [0.6, 0.33], [0.3, 0.35], [0.3, 0.3]])
+    # Class 1 is hard: its clean rows score only ~0.35 for it. A global 0.5 cut would
+    # never call a row class 1; its own threshold (0.3375) does.
+    scores = np.array([[0.9, 0.05], [0.9, 0.1], [0.6, 0.34], [0.3, 0.35], [0.3, 0.3]])
     labels = np.array([0, 0, 0, 1, 1])
     flags = confident_flags(scores, labels, 2)
-    assert flags.thresholds[1] == pytest.approx(0.325)
+    np.testing.assert_allclose(flags.thresholds, [0.9, 0.3375])
     assert flags.confident_class.tolist() == [0, 0, 1, 1, -1]
+    np.testing.assert_allclose(flags.noise_rate, [1 / 3, 0.0])
+    # Class 0's one wrong label is its least supported row.
     assert flags.flagged.tolist() == [False, False, True, False, False]
 
 
-def test_prune_by_class_flags_the_least_supported_rows() -> None:
-    # Class 0 has 4 rows; one of the 3 with a confident class is off-diagonal, so about
-    # 4 / 3 of its labels are wrong: the one row with the lowest score for class 0 is
-    # flagged. That is row 3, which supports no class at all, not row 2.
-    scores = np.array([[0.9, 0.05], [0.85, 0.1], [0.2, 0.9], [0.1, 0.1], [0.1, 0.9], [0.2, 0.8]])
-    labels = np.array([0, 0, 0, 0, 1, 1])
-    flags = confident_flags(scores, labels, 2)
-    assert flags.confident_class.tolist() == [0, 0, 1, -1, 1, -1]
-    assert flags.flagged.tolist() == [False, False, False, True, False, False]
-    np.testing.assert_allclose(flags.noise_rate, [0.25, 0.0])
+def test_thresholds_are_each_class_quantile() -> None:
+    rng = np.random.default_rng(0)
+    labels = rng.integers(0, 7, size=500)
+    labels[labels == 6] = 5  # class 6 has no rows
+    scores = rng.random((500, 7))
+    flags = confident_flags(scores, labels, 7)
+    own = scores[np.arange(500), labels]
+    want = [np.quantile(own[labels == c], THRESHOLD_QUANTILE) for c in range(6)] + [1.0]
+    np.testing.assert_allclose(flags.thresholds, want)
 
 
 @pytest.mark.parametrize("seed", [0, 1, 2, 3])
@@ -73,19 +93,20 @@ def test_flagged_rows_are_the_least_supported_of_their_class(seed: int) -> None:
     scores = rng.random((300, 4)) * 0.6 + 0.4 * np.eye(4)[true]
     labels = np.where(rng.random(300) < 0.2, rng.integers(0, 4, size=300), true)
     flags = confident_flags(scores, labels, 4)
-    own = scores[np.arange(300), labels]
     assert flags.flagged.any()
     for c in range(4):
         mine = labels == c
-        hit, miss = own[mine & flags.flagged], own[mine & ~flags.flagged]
+        hit, miss = flags.support[mine & flags.flagged], flags.support[mine & ~flags.flagged]
         if len(hit) and len(miss):
             assert hit.max() <= miss.min()
         assert flags.noise_rate[c] == pytest.approx(len(hit) / mine.sum())
-        row = flags.dense_joint()[c]
-        expected = np.rint((row.sum() - row[c]) / row.sum() * mine.sum())
-        assert len(hit) == expected
-    has = flags.confident_class >= 0
-    assert flags.dense_joint().sum() == has.sum()
+    counts = np.bincount(labels, minlength=4)
+    joint = flags.dense_joint()
+    expected = np.rint((joint.sum(1) - np.diag(joint)) / joint.sum(1) * counts)
+    np.testing.assert_allclose(flags.noise_rate, expected / counts)
+    assert flags.flagged.sum() == expected.sum()
+    assert flags.noise == pytest.approx(expected.sum() / 300)
+    assert joint.sum() == (flags.confident_class >= 0).sum()
 
 
 @pytest.mark.parametrize("seed", [0, 1, 2])
@@ -105,3 +126,78 @@ def test_clean_one_hot_scores_flag_nothing_and_swapped_rows_are_flagged(seed: in
     want = np.zeros((5, 5), dtype=int)
     np.add.at(want, (given, true), 1)
     np.testing.assert_array_equal(flags.dense_joint(), want)
+    # Each flagged row gives its label 0.05 against 0.85: expected precision 0.85 / 0.9.
+    assert flags.expected_precision == pytest.approx(0.85 / 0.9)
+
+
+def test_hard_clean_rows_do_not_inflate_the_estimate() -> None:
+    # 20% wrong labels (own score ~0.02, their true class ~0.8) and, among the clean
+    # rows, a hard tenth that gives its own class 0.45 and another 0.7. The mean
+    # threshold (pulled down to ~0.63 by the wrong labels) lets those hard rows reach
+    # another class and the estimate rises to about 26%; the upper quartile does not.
+    rng = np.random.default_rng(0)
+    n, k = 5000, 5
+    true = rng.integers(0, k, size=n)
+    scores = np.full((n, k), 0.02)
+    scores[np.arange(n), true] = 0.8 + rng.normal(0, 0.05, size=n)
+    hard = rng.random(n) < 0.1
+    other = (true + 1 + rng.integers(0, k - 1, size=n)) % k
+    scores[hard, true[hard]] = 0.45
+    scores[hard, other[hard]] = 0.7
+    given = true.copy()
+    wrong = rng.random(n) < 0.2
+    given[wrong] = (true[wrong] + 1 + rng.integers(0, k - 1, size=wrong.sum())) % k
+    flags = confident_flags(scores, given, k)
+    truth = (given != true).mean()
+    assert abs(flags.noise - truth) < 0.02
+    low, high = flags.noise_interval
+    assert low <= flags.noise <= high and high - low < 0.05
+
+
+def test_budget_flags_that_many_of_the_least_supported_rows() -> None:
+    rng = np.random.default_rng(1)
+    labels = rng.integers(0, 3, size=400)
+    scores = rng.random((400, 3))
+    free = confident_flags(scores, labels, 3)
+    for budget in (1, 25, 400, 1000):
+        flags = confident_flags(scores, labels, 3, budget=budget)
+        assert flags.flagged.sum() == min(budget, 400)
+        order = np.argsort(flags.support, kind="stable")
+        assert set(np.flatnonzero(flags.flagged)) == set(order[: min(budget, 400)])
+        # The estimate does not depend on the budget.
+        np.testing.assert_array_equal(flags.noise_rate, free.noise_rate)
+        assert flags.noise_interval == free.noise_interval and flags.budget == budget
+    with pytest.raises(ValueError, match="budget"):
+        confident_flags(scores, labels, 3, budget=-1)
+
+
+def test_bootstrap_interval_is_seeded_and_shrinks_with_rows() -> None:
+    def flags_of(n: int, seed: int = 0):  # type: ignore[no-untyped-def]
+        rng = np.random.default_rng(5)
+        true = rng.integers(0, 4, size=n)
+        scores = rng.random((n, 4)) * 0.5 + 0.5 * np.eye(4)[true]
+        given = np.where(rng.random(n) < 0.3, rng.integers(0, 4, size=n), true)
+        own = scores[np.arange(n), given]
+        classes = np.broadcast_to(np.arange(4), (n, 4))
+        return sparse_flags(own, classes, scores, given, 4, seed=seed)
+
+    small, again, big = flags_of(400), flags_of(400), flags_of(20_000)
+    assert small.noise_interval == again.noise_interval
+    np.testing.assert_array_equal(small.noise_low, again.noise_low)
+    for f in (small, big):
+        assert f.noise_interval[0] <= f.noise <= f.noise_interval[1]
+        assert (f.noise_low <= f.noise_rate + 1e-12).all()
+        assert (f.noise_rate <= f.noise_high + 1e-12).all()
+    width = lambda f: f.noise_interval[1] - f.noise_interval[0]  # noqa: E731
+    assert width(big) < width(small) / 3
+    assert flags_of(400, seed=1).noise_interval != small.noise_interval
+
+
+def test_summary_is_json_ready() -> None:
+    import json
+
+    flags = confident_flags(SCORES, LABELS, 4, budget=2)
+    summary = json.loads(json.dumps(flags.summary()))
+    assert summary["flagged"] == 2 and summary["budget"] == 2
+    assert summary["noise"] == pytest.approx(0.5)
+    assert summary["noise_low"] <= summary["noise"] <= summary["noise_high"]

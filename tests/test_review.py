@@ -307,6 +307,15 @@ def test_top_suspects_in_rank_order(run: Path, suspects: pd.DataFrame) -> None:
     assert card["suspicion"] == pytest.approx(row["suspicion"], abs=1e-4)
 
 
+def test_page_carries_the_noise_estimate(run: Path) -> None:
+    page = build_review(run)
+    data, _ = page_data(page)
+    noise = json.loads((run / "config.json").read_text())["noise"]
+    assert data["noise"] == noise and noise["noise_low"] <= noise["noise"]
+    # The page's script shows it in the Wrong labels tab's line.
+    assert "estimated wrong labels " in page and "expected precision " in page
+
+
 def test_each_card_has_neighbours_of_both_classes(run: Path, suspects: pd.DataFrame) -> None:
     data, images = page_data(build_review(run, neighbours=3))
     frame = pq.read_table(run / "suspects.parquet").to_pandas().set_index("id")

@@ -161,6 +161,10 @@ def test_decide_reload_export_apply_import(
     page, errors = open_page(context, review)
     assert page.inner_text("#counter") == f"0 of {TOP} decided"
     assert [c.get_attribute("data-id") for c in page.locator("article.card").all()] == ids
+    noise = data["noise"]
+    info = page.inner_text("#runinfo")
+    assert f"estimated wrong labels {100 * noise['noise']:.1f}%" in info
+    assert f"expected precision {noise['expected_precision']:.2f}" in info
 
     # By click: keep, relabel to the suggested label, relabel to any class, drop.
     card(page, ids[0]).get_by_role("button", name="Keep").click()

@@ -250,6 +250,19 @@
     say("Group " + g.group + ": dropped " + plural(g.members.length, "member", "members") + ".");
   }
 
+  // The flag rule's figures, as train printed them: estimate, interval, expected precision.
+  function estimate(n) {
+    if (!n || n.noise == null) return "";
+    const pct = (x) => (100 * x).toFixed(1) + "%";
+    let text = " · estimated wrong labels " + pct(n.noise) + " (95% interval " +
+      pct(n.noise_low) + "–" + pct(n.noise_high) + ")";
+    if (n.expected_precision != null) {
+      text += " · " + n.flagged + " flagged" + (n.budget != null ? " (budget " + n.budget + ")" : "") +
+        ", expected precision " + n.expected_precision.toFixed(2);
+    }
+    return text;
+  }
+
   // ------------------------------------------------------------------ tabs
   const TABS = [
     {
@@ -258,7 +271,8 @@
       given: (c) => [c.label], sugg: (c) => [c.suggested],
       score: (c) => c.suspicion ?? 0, tie: (c) => -c.rank,
       sorts: ["suspicion, highest first", "suspicion, lowest first"],
-      info: () => "top " + CARDS.length + " of " + DATA.suspects + " suspects, most suspicious first",
+      info: () => "top " + CARDS.length + " of " + DATA.suspects + " suspects, most suspicious first" +
+        estimate(DATA.noise),
       empty: () => (CARDS.length ? "No card matches the filters." : "This run has no suspects."),
     },
     {
