@@ -941,7 +941,9 @@ def bench(
                 "(labels) Noise to inject into train rows; repeat. symmetric:RATE, pair:RATE "
                 "(each class flips to its nearest class by feature centroid) or "
                 "transition:MATRIX.csv (K×K, row c = P(noisy label | true class c), classes "
-                "in sorted order)."
+                "in sorted order) or openset:RATE (RATE of the train rows are images of 2 "
+                "held-out classes under random in-set labels, as the outliers suite plants "
+                "them; the other K − 2 classes are the label set)."
             ),
             show_default=False,
         ),

@@ -24,7 +24,18 @@ from noisyclean.bench.report import DETECTORS, RETRIEVERS
 from noisyclean.bench.runner import BenchConfig, _jobs, _stratified_holdout
 from noisyclean.cli import app
 
-DETECTION = ("auroc", "ap", "p_at_n", "flag_precision", "flag_recall", "flag_f1")
+DETECTION = (
+    "auroc",
+    "ap",
+    "p_at_n",
+    "flag_precision",
+    "flag_recall",
+    "flag_f1",
+    "noise_est",
+    "noise_true",
+    "noise_err",
+    "class_err_max",
+)
 RECALL = ("recall@1", "recall@2", "recall@4", "recall@8")
 
 
@@ -150,6 +161,7 @@ def test_bench_smoke_every_method_reports_every_figure(tmp_path: Path, feature_c
         for method in DETECTORS:
             have = set(summary[(summary.noise == noise) & (summary.method == method)].figure)
             assert set(DETECTION) <= have, (noise, method)
+            assert ("expected_precision" in have) == method.startswith("noisyclean"), method
         for method in RETRIEVERS:
             have = set(summary[(summary.noise == noise) & (summary.method == method)].figure)
             assert set(RECALL) <= have, (noise, method)

@@ -2,9 +2,18 @@
 
 A workspace folder holds the features of every row (``features.npy``), the clean
 labels (``true.npy``), the train mask (``train.npy``) and, per noise setting and
-seed, the noisy labels (``labels-<tag>.npy``). Each method reads what it needs,
+seed, the noisy labels (``labels-<tag>.npy``). An open-set setting also has a view
+(``view-<name>.npz``, ``noisyclean.bench.openset``): the rows it keeps, their in-set
+labels (-1 for a planted row of a held-out class) and K; a job with a ``view`` sees
+those rows only, and its noisy labels are over them. Each method reads what it needs,
 runs, and returns its figures; ``noisyclean.bench.worker`` runs one method per
 subprocess so that its time and peak memory are its own.
+
+Every detector also reports its estimate of the noise on the train rows, against the
+truth (the share of train rows whose given label differs from the true one):
+``noise_est``, ``noise_true``, ``noise_err`` (estimate − truth) and ``class_err_max``
+(the largest |estimated − true| share of wrong labels among the train rows given a
+class); the noisyclean detectors also their ``expected_precision``.
 """
 
 from __future__ import annotations
@@ -21,7 +30,7 @@ from noisyclean import knn
 from noisyclean.bench.report import RECALL_KS
 from noisyclean.confidence import ConfidenceConfig, TopClasses, score_confidences
 from noisyclean.embedding import TrainConfig, embed, train_head
-from noisyclean.flagging import confident_flags
+from noisyclean.flagging import Flags, confident_flags
 from noisyclean.metrics import auroc, average_precision, precision_at_n, recall_at_k
 from noisyclean.suspects import SuspectConfig, find_suspects
 
@@ -42,6 +51,7 @@ class Job:
         confidence: Phase 1 options.
         train: Phase 2 options.
         suspects: suspect-finder options.
+        view: the workspace's rows this job sees (``view-<view>.npz``); empty: all.
     """
 
     method: str
@@ -51,6 +61,7 @@ class Job:
     confidence: dict[str, Any] = field(default_factory=dict)
     train: dict[str, Any] = field(default_factory=dict)
     suspects: dict[str, Any] = field(default_factory=dict)
+    view: str = ""
 
     def to_json(self) -> str:
         return json.dumps(asdict(self))
@@ -69,11 +80,22 @@ class Workspace:
     folder: Path
 
     @classmethod
-    def load(cls, folder: str | Path) -> Workspace:
+    def load(cls, folder: str | Path, view: str = "") -> Workspace:
+        """The workspace, or its view ``view`` (rows, in-set labels, K) if given."""
         folder = Path(folder)
+        features = np.load(folder / "features.npy", mmap_mode="r")
+        if view:
+            with np.load(folder / f"view-{view}.npz") as v:
+                return cls(
+                    features=np.asarray(features[v["rows"]]),
+                    true=v["true"],
+                    train=v["train"],
+                    n_classes=len(v["classes"]),
+                    folder=folder,
+                )
         meta = json.loads((folder / "workspace.json").read_text())
         return cls(
-            features=np.load(folder / "features.npy", mmap_mode="r"),
+            features=features,
             true=np.load(folder / "true.npy"),
             train=np.load(folder / "train.npy"),
             n_classes=int(meta["n_classes"]),
@@ -84,10 +106,80 @@ class Workspace:
         return np.load(self.folder / f"labels-{tag}.npy")
 
 
-def detection(
-    ws: Workspace, job: Job, name: str, scores: np.ndarray, flagged: np.ndarray, wrong: np.ndarray
+@dataclass(frozen=True)
+class NoiseEstimate:
+    """A detector's estimate of the noise on the train rows.
+
+    Attributes:
+        overall: estimated share of wrong labels over the train rows.
+        per_class: (K,) estimated share of wrong labels among the train rows given
+            each class.
+        expected_precision: the detector's own expected precision of its flagged set
+            (noisyclean's ``Flags.expected_precision``); None where it has none.
+    """
+
+    overall: float
+    per_class: np.ndarray
+    expected_precision: float | None = None
+
+
+def true_class_rates(given: np.ndarray, wrong: np.ndarray, n_classes: int) -> np.ndarray:
+    """(K,) the share of wrong labels among the rows given each class (NaN for a class
+    no row is given)."""
+    counts = np.bincount(given, minlength=n_classes).astype(np.float64)
+    bad = np.bincount(given, weights=wrong.astype(np.float64), minlength=n_classes)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(counts > 0, bad / counts, np.nan)
+
+
+def flagged_share(flagged: np.ndarray, given: np.ndarray, n_classes: int) -> NoiseEstimate:
+    """The flagged share as a noise estimate, overall and per given class."""
+    rates = true_class_rates(given, flagged, n_classes)
+    return NoiseEstimate(float(flagged.mean()) if len(flagged) else 0.0, np.nan_to_num(rates))
+
+
+def noise_figures(
+    estimate: NoiseEstimate, given: np.ndarray, wrong: np.ndarray, n_classes: int
 ) -> dict[str, float]:
-    """Ranking and flagged-set quality of one detector over the train rows.
+    """``noise_est``, ``noise_true``, ``noise_err`` (estimate − truth, signed),
+    ``class_err_max`` (max over the classes some train row is given of |estimated −
+    true| share of wrong labels) and, where the detector has one, ``expected_precision``."""
+    truth = float(wrong.mean()) if len(wrong) else 0.0
+    true_rates = true_class_rates(given, wrong, n_classes)
+    present = ~np.isnan(true_rates)
+    per_class = np.asarray(estimate.per_class, dtype=np.float64)
+    gap = np.abs(per_class[present] - true_rates[present])
+    out = {
+        "noise_est": float(estimate.overall),
+        "noise_true": truth,
+        "noise_err": float(estimate.overall) - truth,
+        "class_err_max": float(gap.max()) if gap.size else float("nan"),
+    }
+    ep = estimate.expected_precision
+    if ep is not None and np.isfinite(ep):
+        out["expected_precision"] = float(ep)
+    return out
+
+
+def detection(
+    ws: Workspace,
+    job: Job,
+    name: str,
+    scores: np.ndarray,
+    flagged: np.ndarray,
+    wrong: np.ndarray,
+    *,
+    given: np.ndarray,
+    estimate: NoiseEstimate,
+) -> dict[str, float]:
+    """Ranking and flagged-set quality of one detector over the train rows, and its
+    noise estimate against the truth (``noise_figures``).
+
+    Args:
+        scores, flagged, wrong, given: (N_train,) per train row, in train-row order:
+            the detector's score (higher = more likely wrong), its flag, whether the
+            label is wrong, the given label.
+        estimate: the detector's noise estimate.
 
     The scores are kept for the runner's precision-recall plot.
     """
@@ -105,7 +197,12 @@ def detection(
         "flag_recall": recall,
         "flag_f1": f1,
         "flagged": int(flagged.sum()),
+        **noise_figures(estimate, given, wrong, ws.n_classes),
     }
+
+
+def _flags_estimate(flags: Flags) -> NoiseEstimate:
+    return NoiseEstimate(flags.noise, flags.noise_rate, flags.expected_precision)
 
 
 def retrieval(ws: Workspace, embeddings: np.ndarray) -> dict[str, float]:
@@ -131,12 +228,22 @@ def phase1(ws: Workspace, job: Job) -> dict[str, Any]:
     flags = confident_flags(blended[tr], y[tr], ws.n_classes)
     wrong = (y != ws.true)[tr]
     return {
-        "detection": detection(ws, job, "noisyclean-confidence", 1.0 - own, flags.flagged, wrong)
+        "detection": detection(
+            ws,
+            job,
+            "noisyclean-confidence",
+            1.0 - own,
+            flags.flagged,
+            wrong,
+            given=y[tr],
+            estimate=_flags_estimate(flags),
+        )
     }
 
 
 def knn_vote(ws: Workspace, job: Job) -> dict[str, Any]:
-    """Baseline: a leave-one-out faiss 10-NN label vote on the raw features."""
+    """Baseline: a leave-one-out faiss 10-NN label vote on the raw features; its noise
+    estimate is the flagged share (rows whose vote's winner is another class)."""
     y = ws.noisy(job.tag)
     tr = np.flatnonzero(ws.train)
     x = _x(ws)[tr]
@@ -144,14 +251,29 @@ def knn_vote(ws: Workspace, job: Job) -> dict[str, Any]:
     vote = knn.vote(nb, y[tr], ws.n_classes)
     own = vote[np.arange(len(tr)), y[tr]]
     flagged = vote.argmax(axis=1) != y[tr]
-    return {"detection": detection(ws, job, "knn-vote", 1.0 - own, flagged, y[tr] != ws.true[tr])}
+    return {
+        "detection": detection(
+            ws,
+            job,
+            "knn-vote",
+            1.0 - own,
+            flagged,
+            y[tr] != ws.true[tr],
+            given=y[tr],
+            estimate=flagged_share(flagged, y[tr], ws.n_classes),
+        )
+    }
 
 
 def cleanlab_oof(ws: Workspace, job: Job) -> dict[str, Any]:
     """Baseline: cleanlab on 5-fold out-of-fold LogisticRegression probabilities.
 
-    scikit-learn's defaults, as cleanlab's ``CleanLearning`` uses by default.
+    scikit-learn's defaults, as cleanlab's ``CleanLearning`` uses by default. Its noise
+    estimate is cleanlab's own: the calibrated confident joint
+    (``cleanlab.count.estimate_joint``, P(given label, true label)), overall one minus
+    its trace, per given class one minus its diagonal over its row.
     """
+    from cleanlab.count import estimate_joint
     from cleanlab.filter import find_label_issues
     from cleanlab.rank import get_label_quality_scores
     from sklearn.linear_model import LogisticRegression
@@ -169,7 +291,28 @@ def cleanlab_oof(ws: Workspace, job: Job) -> dict[str, Any]:
     quality = get_label_quality_scores(y[tr], probs)
     flagged = find_label_issues(y[tr], probs)
     wrong = y[tr] != ws.true[tr]
-    return {"detection": detection(ws, job, "cleanlab", 1.0 - quality, flagged, wrong)}
+    return {
+        "detection": detection(
+            ws,
+            job,
+            "cleanlab",
+            1.0 - quality,
+            flagged,
+            wrong,
+            given=y[tr],
+            estimate=joint_estimate(estimate_joint(y[tr], probs)),
+        )
+    }
+
+
+def joint_estimate(joint: np.ndarray) -> NoiseEstimate:
+    """The noise a (K, K) joint P(given label = i, true label = j) implies: overall
+    1 − trace, per given class i 1 − joint[i, i] / sum_j joint[i, j]."""
+    joint = np.asarray(joint, dtype=np.float64)
+    rows = joint.sum(axis=1)
+    diag = np.diag(joint)
+    per_class = np.divide(rows - diag, rows, out=np.zeros(len(rows)), where=rows > 0)
+    return NoiseEstimate(float(1.0 - np.trace(joint) / joint.sum()), per_class)
 
 
 def _train_loss(
@@ -187,18 +330,22 @@ def _train_loss(
 
 
 def smooth_proxy_anchor(ws: Workspace, job: Job) -> dict[str, Any]:
-    """noisyclean's Phase 2: Smooth Proxy-Anchor, then the suspects it reports."""
+    """noisyclean's Phase 2: Smooth Proxy-Anchor, then the suspects it reports.
+
+    The suspects' flag rule runs over the train rows only (``usable=train``): the test
+    rows are clean here and would dilute its noise estimate.
+    """
     y = ws.noisy(job.tag)
     conf, emb = _train_loss(ws, job, "smooth-proxy-anchor", y)
+    tr = ws.train
     found = find_suspects(
         emb,
         conf,
-        usable=np.ones(len(y), dtype=bool),
-        train=ws.train,
+        usable=tr,
+        train=tr,
         classes=[str(c) for c in range(ws.n_classes)],
         config=SuspectConfig(**job.suspects),
     )
-    tr = ws.train
     return {
         "retrieval": retrieval(ws, emb),
         "detection": detection(
@@ -208,6 +355,8 @@ def smooth_proxy_anchor(ws: Workspace, job: Job) -> dict[str, Any]:
             found.suspicion[tr],
             found.is_suspect[tr],
             (y != ws.true)[tr],
+            given=y[tr],
+            estimate=_flags_estimate(found.flags),
         ),
     }
 

@@ -9,6 +9,18 @@ result.
 Flip counts use Python's ``round`` (half to even): ``round(rate * N)`` rows
 for symmetric noise and ``round(rate * n_c)`` rows of each class ``c`` for
 pair noise.
+
+Noise settings as the bench's ``--noise`` spells them (:func:`parse_noise`):
+
+- ``symmetric:RATE``: ``RATE`` of the rows flip, each to a uniformly random other class;
+- ``pair:RATE``: ``RATE`` of each class flips to its nearest class (feature centroids);
+- ``transition:MATRIX.csv``: each row's label is drawn from its class's row of a K×K
+  row-stochastic matrix (no header; classes in the bench's sorted order);
+- ``openset:RATE``: open-set noise. Two classes are held out of the label set (the
+  outlier benchmark's first pair, ``noisyclean.bench.outliers.DEFAULT_PAIRS``), and
+  ``RATE`` of the train rows are images of them under uniformly random in-set labels:
+  wrong labels whose true class is outside the label set. It changes which rows there
+  are, so :func:`apply_noise` does not apply it; ``noisyclean.bench.openset`` does.
 """
 
 from __future__ import annotations
@@ -30,7 +42,7 @@ __all__ = [
     "transition_noise",
 ]
 
-NoiseKind = Literal["symmetric", "pair", "transition"]
+NoiseKind = Literal["symmetric", "pair", "transition", "openset"]
 _KINDS: tuple[str, ...] = get_args(NoiseKind)
 
 
@@ -228,12 +240,15 @@ class NoiseSpec:
 
     ``"symmetric:0.2"`` and ``"pair:0.3"`` give a kind and a rate;
     ``"transition:matrix.csv"`` names a K×K row-stochastic CSV (no header) of
-    P(noisy label = j | true label = c), whose mean off-diagonal mass is its rate.
+    P(noisy label = j | true label = c), whose mean off-diagonal mass is its rate;
+    ``"openset:0.02"`` plants that share of rows of held-out classes among the train
+    rows (``noisyclean.bench.openset``).
 
     Attributes:
-        kind: ``"symmetric"``, ``"pair"`` or ``"transition"``.
+        kind: ``"symmetric"``, ``"pair"``, ``"transition"`` or ``"openset"``.
         rate: Fraction of rows to flip, in ``[0, 1)`` (for ``transition``, the mean
-            flip probability of a class).
+            flip probability of a class; for ``openset``, the share of train rows that
+            are planted images of held-out classes).
         matrix: Only for ``transition``: the path of the matrix CSV.
     """
 
@@ -247,6 +262,8 @@ class NoiseSpec:
         if (self.kind == "transition") != (self.matrix is not None):
             raise ValueError("a transition matrix goes with kind 'transition' only")
         object.__setattr__(self, "rate", _check_rate(self.rate))
+        if self.kind == "openset" and not 0.0 < self.rate < 0.5:
+            raise ValueError(f"an openset rate must be in (0, 0.5), got {self.rate}")
 
     def __str__(self) -> str:
         if self.kind == "transition":
@@ -265,8 +282,8 @@ class NoiseSpec:
 
 
 def parse_noise(spec: str) -> NoiseSpec:
-    """Parse ``"KIND:RATE"`` such as ``"symmetric:0.2"`` or ``"pair:0.3"``, or
-    ``"transition:matrix.csv"``.
+    """Parse ``"KIND:RATE"`` such as ``"symmetric:0.2"``, ``"pair:0.3"`` or
+    ``"openset:0.02"``, or ``"transition:matrix.csv"``.
 
     ``parse_noise(str(s)) == s`` for every :class:`NoiseSpec` ``s``.
 
@@ -324,4 +341,9 @@ def apply_noise(
         return symmetric_noise(labels, n_classes, rate=spec.rate, seed=seed)
     if spec.kind == "transition":
         return transition_noise(labels, n_classes, matrix=spec.load_matrix(), seed=seed)
+    if spec.kind == "openset":
+        raise ValueError(
+            f"{spec} changes which rows there are, not only their labels: "
+            "noisyclean.bench.openset.openset_view applies it"
+        )
     return pair_noise(labels, n_classes, rate=spec.rate, seed=seed, features=features)

@@ -162,6 +162,19 @@ def choose_rows(
     return picked[sort], is_out[sort]
 
 
+def in_set_labels(
+    true: np.ndarray, is_out: np.ndarray, rng: np.random.Generator
+) -> tuple[np.ndarray, list[str]]:
+    """The labels of chosen rows (``choose_rows``): an in-set row's own class, a planted
+    row a uniformly random in-set class (drawn from ``rng``); and the in-set classes
+    (those of the in-set rows, sorted), whose indices the labels are."""
+    classes = sorted(set(true[~is_out]))
+    code = {c: i for i, c in enumerate(classes)}
+    labels = np.array([code.get(t, 0) for t in true], dtype=np.int64)
+    labels[is_out] = rng.integers(0, len(classes), int(is_out.sum()))
+    return labels, classes
+
+
 def make_junk(folder: Path, n: int, seed: int) -> list[Path]:
     """``n`` 28×28 greyscale PNGs of nothing in Fashion-MNIST, as a web scrape brings:
     blanks, noise, text, shapes, stripes and gradients, in turn (written once, reused)."""
@@ -402,11 +415,8 @@ def run_pair(run: _Run, pair: Sequence[str]) -> dict[str, Any]:
     log = run.log
     positions, is_out = choose_rows(run.pool, pair, run.rows, run.rate, run.seed)
     true = run.pool.true[positions]
-    classes = sorted(set(true[~is_out]))
-    code = {c: i for i, c in enumerate(classes)}
     rng = np.random.default_rng(run.seed + 1)
-    labels = np.array([code.get(t, 0) for t in true], dtype=np.int64)
-    labels[is_out] = rng.integers(0, len(classes), int(is_out.sum()))
+    labels, classes = in_set_labels(true, is_out, rng)
     wrong = np.zeros(len(labels), dtype=bool)
     if run.label_noise > 0:
         inset = np.flatnonzero(~is_out)

@@ -5,6 +5,10 @@ its own subprocess (``noisyclean.bench.worker``) so that its wall time and peak
 RSS are its own. The runs are summarised and written as ``results.json``, plus
 ``results.md`` (``noisyclean.bench.report``) and two plots
 (``noisyclean.bench.plots``).
+
+An open-set setting (``openset:RATE``, ``noisyclean.bench.openset``) keeps other rows
+and K − 2 classes: its noisy-label jobs see its view of the workspace, and the
+clean-label methods run once more (per seed) on the in-set rows alone for it.
 """
 
 from __future__ import annotations
@@ -29,6 +33,13 @@ from noisyclean.artifacts import write_json, write_text
 from noisyclean.backbones import load_backbone
 from noisyclean.bench.methods import METHODS, PHASE1, Job
 from noisyclean.bench.noise import NoiseSpec, apply_noise
+from noisyclean.bench.openset import (
+    CLEAN_VIEW,
+    View,
+    clean_view,
+    held_out_classes,
+    openset_view,
+)
 from noisyclean.bench.plots import write_plots
 from noisyclean.bench.report import DETECTION_FIGURES, render_markdown
 from noisyclean.errors import NoisyCleanError
@@ -100,6 +111,77 @@ def _tag(noise: NoiseSpec, seed: int) -> str:
     return f"{noise.kind}-{name}-s{seed}"
 
 
+def _noisy_view(noise: NoiseSpec, seed: int) -> str:
+    """The view a noisy-label job of this setting sees: its own for open-set noise."""
+    return _tag(noise, seed) if noise.kind == "openset" else ""
+
+
+def _clean_view(noise: NoiseSpec) -> str:
+    """The view whose clean-label runs count for this setting."""
+    return CLEAN_VIEW if noise.kind == "openset" else ""
+
+
+def prepare_workspace(
+    work: Path,
+    x: np.ndarray,
+    true: np.ndarray,
+    train: np.ndarray,
+    classes: Sequence[str],
+    noises: Sequence[NoiseSpec],
+    seeds: int,
+) -> dict[str, dict[str, Any]]:
+    """Write the workspace the methods read (``noisyclean.bench.methods``): features,
+    clean labels, the train mask, and per noise setting and seed the noisy labels (and
+    an open-set setting's views).
+
+    Args:
+        work: the folder (made if missing).
+        x: (N, D) features of the usable rows.
+        true: (N,) their clean class indices into ``classes``.
+        train: (N,) the row is a train row (its label gets the noise).
+        classes: the class names.
+        noises: the noise settings.
+        seeds: seeds 0 .. seeds-1.
+
+    Returns:
+        Per view written (open-set settings only), its rows: ``train``, ``test``,
+        ``planted`` (train rows of held-out classes), ``classes`` (K) and ``held_out``.
+    """
+    work.mkdir(parents=True, exist_ok=True)
+    np.save(work / "features.npy", x)
+    np.save(work / "true.npy", true)
+    np.save(work / "train.npy", train)
+    write_json(work / "workspace.json", {"n_classes": len(classes), "classes": list(classes)})
+    names = np.asarray(classes, dtype=str)[true]
+    held = held_out_classes(list(classes)) if any(n.kind == "openset" for n in noises) else None
+    views: dict[str, dict[str, Any]] = {}
+
+    def save(name: str, view: View) -> None:
+        view.save(work / f"view-{name}.npz")
+        views[name] = {
+            "train": int(view.train.sum()),
+            "test": int((~view.train).sum()),
+            "planted": int(view.planted.sum()),
+            "classes": len(view.classes),
+            "held_out": view.held_out,
+        }
+
+    if held is not None:
+        save(CLEAN_VIEW, clean_view(names, train, held))
+    for seed in range(seeds):
+        for noise in noises:
+            tag = _tag(noise, seed)
+            if noise.kind == "openset":
+                view = openset_view(names, train, noise.rate, seed, held)
+                save(tag, view)
+                np.save(work / f"labels-{tag}.npy", view.labels)
+                continue
+            y = true.copy()
+            y[train] = apply_noise(noise, y[train], len(classes), seed=seed, features=x[train])
+            np.save(work / f"labels-{tag}.npy", y)
+    return views
+
+
 def _throughput(manifest: Manifest, features: FeatureConfig, n_images: int) -> dict[str, float]:
     """Images/s of feature extraction (decode + preprocess + forward, uncached) against
     the backbone's bare forward pass at the same batch size."""
@@ -136,25 +218,33 @@ def _throughput(manifest: Manifest, features: FeatureConfig, n_images: int) -> d
 
 def _jobs(config: BenchConfig, work: Path) -> list[Job]:
     """The jobs to run, in order: per seed, each noise setting's noisy-label methods,
-    then the clean-label ones; last the methods that run once."""
+    then the clean-label ones (once per view: all rows, and the in-set rows where an
+    open-set setting needs them); last the methods that run once (per view)."""
     opts = {"confidence": config.confidence, "train": config.train}
     wanted = set(config.methods)
     if any(METHODS[m].needs_phase1 for m in wanted):
         wanted.add(PHASE1)
     # METHODS order puts Phase 1 before the methods that read its conf-<tag>.npy.
     chosen = [(m, METHODS[m]) for m in METHODS if m in wanted]
+    views = list(dict.fromkeys(_clean_view(n) for n in config.noises))
     jobs: list[Job] = []
     for seed in range(config.seeds):
         for noise in config.noises:
-            tag = _tag(noise, seed)
-            jobs += [Job(m, str(work), tag, seed, **opts) for m, how in chosen if how.noisy]
+            tag, view = _tag(noise, seed), _noisy_view(noise, seed)
+            jobs += [
+                Job(m, str(work), tag, seed, view=view, **opts) for m, how in chosen if how.noisy
+            ]
         jobs += [
-            Job(m, str(work), "", seed, **opts)
+            Job(m, str(work), "", seed, view=view, **opts)
+            for view in views
             for m, how in chosen
             if not how.noisy and how.per_seed
         ]
     jobs += [
-        Job(m, str(work), "", 0, **opts) for m, how in chosen if not how.noisy and not how.per_seed
+        Job(m, str(work), "", 0, view=view, **opts)
+        for view in views
+        for m, how in chosen
+        if not how.noisy and not how.per_seed
     ]
     return jobs
 
@@ -210,18 +300,16 @@ def run_bench(
 
     out_dir.mkdir(parents=True, exist_ok=True)
     work = out_dir / "work"
-    work.mkdir(exist_ok=True)
-    x = feats.values[ok]
-    np.save(work / "features.npy", x)
-    np.save(work / "true.npy", true[ok])
     train = ~test[ok]
-    np.save(work / "train.npy", train)
-    write_json(work / "workspace.json", {"n_classes": len(classes), "classes": classes})
-    for seed in range(config.seeds):
-        for noise in config.noises:
-            y = true[ok].copy()
-            y[train] = apply_noise(noise, y[train], len(classes), seed=seed, features=x[train])
-            np.save(work / f"labels-{_tag(noise, seed)}.npy", y)
+    views = prepare_workspace(
+        work,
+        feats.values[ok],
+        true[ok],
+        train,
+        [str(c) for c in classes],
+        config.noises,
+        config.seeds,
+    )
 
     throughput = _throughput(manifest, features, config.throughput_images)
     jobs = _jobs(config, work)
@@ -231,7 +319,9 @@ def run_bench(
             job_progress(i, len(jobs), f"{job.method} {job.tag}".strip())
         result = _run_job(job)
         setting = next((str(n) for n in config.noises if job.tag == _tag(n, job.seed)), "")
-        runs.append({"method": job.method, "noise": setting, "seed": job.seed, **result})
+        runs.append(
+            {"method": job.method, "noise": setting, "seed": job.seed, "view": job.view, **result}
+        )
     if job_progress:
         job_progress(len(jobs), len(jobs), "done")
 
@@ -245,6 +335,7 @@ def run_bench(
         "backbone": features.backbone,
         "image_size": feats.image_size,
         "noises": [str(n) for n in config.noises],
+        "views": views,
         "seeds": config.seeds,
         "confidence_options": config.confidence,
         "train_options": config.train,
@@ -271,7 +362,13 @@ def _summarise(runs: Sequence[dict[str, Any]], config: BenchConfig) -> pd.DataFr
             continue
         flat = _flatten(run)
         method = run["method"]
-        noises = [run["noise"]] if run["noise"] else [str(n) for n in config.noises]
+        # A clean-label run counts for every setting whose clean view it ran on.
+        view = run.get("view", "")
+        noises = (
+            [run["noise"]]
+            if run["noise"]
+            else [str(n) for n in config.noises if _clean_view(n) == view]
+        )
         for noise in noises:
             for figure, value in flat.items():
                 name = method

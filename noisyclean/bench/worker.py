@@ -42,7 +42,7 @@ def _reset_peak() -> bool:
 
 def main(argv: list[str]) -> int:
     job = Job.from_json(argv[0])
-    ws = Workspace.load(job.work)
+    ws = Workspace.load(job.work, job.view)
     # Imports (torch, faiss, scikit-learn) pass a transient peak well above what they
     # keep; without the reset, ru_maxrss would hide every method's own use under it.
     reset = _reset_peak()
