@@ -78,6 +78,12 @@ VARIANTS: dict[str, tuple[str, dict[str, object], Patch]] = {
     "spa-tau0.3": ("smooth-proxy-anchor", {"tau": 0.3}, _none),
     "spa-delta0.2": ("smooth-proxy-anchor", {"delta": 0.2}, _none),
     "spa-norenorm": ("smooth-proxy-anchor", {"renormalize": False}, _none),
+    "spa-epochs30": ("smooth-proxy-anchor", {"epochs": 30}, _none),
+    "spa-alpha16": ("smooth-proxy-anchor", {"alpha": 16.0}, _none),
+    "spa-lr1e-3": ("smooth-proxy-anchor", {"lr": 1e-3}, _none),
+    "spa-proxylr10": ("smooth-proxy-anchor", {"proxy_lr_mult": 10.0}, _none),
+    "spa-batch128": ("smooth-proxy-anchor", {"batch_size": 128}, _none),
+    "spa-sharp10": ("smooth-proxy-anchor", {"k": 10.0}, _none),
 }
 
 

@@ -13,7 +13,9 @@ Labels", JAIR 2021, with the changes measured in ``docs/design.md`` (§4.2, §5)
    clean rows while under 75% of a class is wrong.
 2. The confident joint J counts rows by (given label, confident class). Calibrated
    so that each given class's row sums to its row count, its off-diagonal share
-   estimates how many of that class's labels are wrong: n_c.
+   estimates how many of that class's labels are wrong: n_c. A row of class j reaches
+   t_j less often the noisier the rows labelled j are, so each cell is first divided
+   by the rate at which its confident class's rows reach their threshold.
 3. Prune by class, by support: a row's *support* is its score for its own label over
    that plus its best other class's score. Within each class c, the n_c rows with the
    least support are flagged, so the flags match the estimate class by class. A review
@@ -177,7 +179,13 @@ def sparse_flags(
     cell, cell_count = np.unique(labels[has] * n_classes + confident[has], return_counts=True)
     joint = np.stack([cell // n_classes, cell % n_classes, cell_count], axis=1).astype(np.int64)
     joint = joint.reshape(-1, 3)
-    n_wrong = _wrong_counts(joint, counts, n_classes)
+    reached = np.divide(
+        np.bincount(labels, weights=own >= thresholds[labels], minlength=n_classes),
+        counts,
+        out=np.zeros(n_classes),
+        where=counts > 0,
+    )
+    n_wrong = _wrong_counts(joint, counts, reached, n_classes)
 
     total = own + best_other
     support = np.divide(own, total, out=np.zeros(n), where=total > 0)
@@ -191,7 +199,7 @@ def sparse_flags(
         flagged[np.argsort(support, kind="stable")[: min(int(budget), n)]] = True
     n_flag = int(flagged.sum())
     noise_rate = np.divide(n_wrong, counts, out=np.zeros(n_classes), where=counts > 0)
-    low, high, interval = _bootstrap(joint, counts, n_classes, seed)
+    low, high, interval = _bootstrap(joint, counts, reached, n_classes, seed)
     return Flags(
         flagged=flagged,
         support=support,
@@ -225,24 +233,42 @@ def _class_quantiles(
     return np.where(present, value, 1.0)
 
 
-def _wrong_counts(joint: np.ndarray, counts: np.ndarray, n_classes: int) -> np.ndarray:
-    """n_c: each class's count times its off-diagonal share of the confident joint
-    (0 where its row of the joint is empty; round half to even)."""
-    row_sums = np.bincount(joint[:, 0], weights=joint[:, 2], minlength=n_classes)
-    off = joint[:, 0] != joint[:, 1]
-    off_sums = np.bincount(joint[off, 0], weights=joint[off, 2], minlength=n_classes)
-    share = np.divide(off_sums, row_sums, out=np.zeros(n_classes), where=row_sums > 0)
-    return np.rint(share * counts).astype(np.int64)
+def _wrong_counts(
+    joint: np.ndarray, counts: np.ndarray, reached: np.ndarray, n_classes: int
+) -> np.ndarray:
+    """n_c: each class's count times its off-diagonal share of the confident joint, each
+    cell weighted by how likely its rows were to be counted (0 where its row of the
+    joint is empty; round half to even).
+
+    ``reached[j]`` is the share of the rows labelled j whose score reaches t_j. A row
+    of true class j reaches t_j about as often as that class's clean rows do:
+    ``min(1, reached[j] / (1 − ρ_j))``, with ρ_j the share of wrong labels among the
+    rows labelled j (from the unweighted joint). So J[i, j] counts the class-j rows
+    labelled i at that rate, and each cell is divided by it. With equal noise in every
+    class the weights cancel.
+    """
+
+    def shares(weights: np.ndarray) -> np.ndarray:
+        row = np.bincount(joint[:, 0], weights=weights, minlength=n_classes)
+        off = joint[:, 0] != joint[:, 1]
+        off_sums = np.bincount(joint[off, 0], weights=weights[off], minlength=n_classes)
+        return np.divide(off_sums, row, out=np.zeros(n_classes), where=row > 0)
+
+    cells = joint[:, 2].astype(np.float64)
+    clean = 1.0 - shares(cells)
+    rate = np.minimum(1.0, np.divide(reached, clean, out=np.ones(n_classes), where=clean > 0))
+    rate = np.where(rate > 0, rate, 1.0)
+    return np.rint(shares(cells / rate[joint[:, 1]]) * counts).astype(np.int64)
 
 
 def _bootstrap(
-    joint: np.ndarray, counts: np.ndarray, n_classes: int, seed: int
+    joint: np.ndarray, counts: np.ndarray, reached: np.ndarray, n_classes: int, seed: int
 ) -> tuple[np.ndarray, np.ndarray, tuple[float, float]]:
     """95% intervals of the per-class and overall estimates, resampling the rows.
 
     A row is its (given label, confident class or none) cell, so resampling rows is a
-    multinomial draw over the cells; the thresholds are held at their values (they are
-    quantiles of whole classes and move little).
+    multinomial draw over the cells; the thresholds and the shares reaching them are
+    held at their values (quantiles of whole classes: they move little).
     """
     n = int(counts.sum())
     if n == 0:
@@ -261,7 +287,7 @@ def _bootstrap(
         draw = rng.multinomial(n, cell_counts / n)
         drawn_counts = np.bincount(given, weights=draw, minlength=n_classes)
         sample = np.stack([given[has], conf[has], draw[has]], axis=1)
-        wrong = _wrong_counts(sample, drawn_counts, n_classes)
+        wrong = _wrong_counts(sample, drawn_counts, reached, n_classes)
         rates[b] = np.divide(wrong, drawn_counts, out=np.zeros(n_classes), where=drawn_counts > 0)
         overall[b] = wrong.sum() / n
     low, high = np.percentile(rates, [2.5, 97.5], axis=0)

@@ -29,23 +29,26 @@ def test_constructed_example() -> None:
     joint = np.zeros((4, 4), dtype=int)
     joint[0, 0], joint[0, 1], joint[1, 1], joint[1, 2], joint[2, 2] = 1, 1, 1, 1, 1
     np.testing.assert_array_equal(flags.dense_joint(), joint)
-    # Off-diagonal shares 1/2, 1/2, 0 of 3, 2, 1 rows: 1.5 -> 2 (half to even), 1, 0.
-    np.testing.assert_allclose(flags.noise_rate, [2 / 3, 1 / 2, 0.0, 0.0])
-    assert flags.noise == pytest.approx(3 / 6)
+    # Unweighted off-diagonal shares 1/2, 1/2, 0. A third of the rows labelled 0 reach
+    # t_0, half of which are clean by that estimate: class-0 rows reach t_0 at a rate of
+    # 2/3, so the (0, 0) cell counts 1 / (2/3) = 1.5 rows; class 1's and 2's rows reach
+    # theirs at a rate of 1. Class 0: 1 / 2.5 of 3 rows = 1.2 -> 1; class 1: 1 of 2.
+    np.testing.assert_allclose(flags.noise_rate, [1 / 3, 1 / 2, 0.0, 0.0])
+    assert flags.noise == pytest.approx(2 / 6)
     np.testing.assert_allclose(
         flags.support, [0.9 / 1.89, 0.7 / 0.9, 0.2, 0.6 / 0.9, 0.4 / 1.3, 0.5]
     )
-    # Two wrong labels in class 0: its two least supported rows (row 0 supports class 3
-    # more than its own label); one in class 1: row 4.
-    assert flags.flagged.tolist() == [True, False, True, False, True, False]
-    assert flags.expected_precision == pytest.approx(1 - (0.9 / 1.89 + 0.2 + 0.4 / 1.3) / 3)
-    # With a budget of one, the least supported row of all.
-    assert confident_flags(SCORES, LABELS, 4, budget=1).flagged.tolist() == [
-        False,
+    # Each class's least supported rows: row 2 in class 0, row 4 in class 1.
+    assert flags.flagged.tolist() == [False, False, True, False, True, False]
+    assert flags.expected_precision == pytest.approx(1 - (0.2 + 0.4 / 1.3) / 2)
+    # With a budget of three, the three least supported rows of all: row 0 supports
+    # class 3 more than its own label.
+    assert confident_flags(SCORES, LABELS, 4, budget=3).flagged.tolist() == [
+        True,
         False,
         True,
         False,
-        False,
+        True,
         False,
     ]
     assert flags.budget is None
@@ -70,9 +73,11 @@ def test_per_class_thresholds_catch_a_class_that_never_scores_high() -> None:
     flags = confident_flags(scores, labels, 2)
     np.testing.assert_allclose(flags.thresholds, [0.9, 0.3375])
     assert flags.confident_class.tolist() == [0, 0, 1, 1, -1]
-    np.testing.assert_allclose(flags.noise_rate, [1 / 3, 0.0])
-    # Class 0's one wrong label is its least supported row.
-    assert flags.flagged.tolist() == [False, False, True, False, False]
+    # Half the rows labelled 1 reach t_1 and none is wrong by the unweighted joint, so
+    # row 2 counts as two class-1 rows against class 0's two: 1.5 -> 2 of class 0's 3.
+    np.testing.assert_allclose(flags.noise_rate, [2 / 3, 0.0])
+    # They are class 0's least supported rows.
+    assert flags.flagged.tolist() == [False, True, True, False, False]
 
 
 def test_thresholds_are_each_class_quantile() -> None:
@@ -101,8 +106,16 @@ def test_flagged_rows_are_the_least_supported_of_their_class(seed: int) -> None:
             assert hit.max() <= miss.min()
         assert flags.noise_rate[c] == pytest.approx(len(hit) / mine.sum())
     counts = np.bincount(labels, minlength=4)
-    joint = flags.dense_joint()
-    expected = np.rint((joint.sum(1) - np.diag(joint)) / joint.sum(1) * counts)
+    joint = flags.dense_joint().astype(float)
+    # Each cell divided by the rate at which its confident class's rows reach its
+    # threshold: the share of the rows labelled so that reach it, over its clean share.
+    own = scores[np.arange(300), labels]
+    reached = np.array([(own[labels == c] >= flags.thresholds[c]).mean() for c in range(4)])
+    first = (joint.sum(1) - np.diag(joint)) / joint.sum(1)
+    rate = np.minimum(1.0, reached / (1 - first))
+    weighted = joint / rate[None, :]
+    share = (weighted.sum(1) - np.diag(weighted)) / weighted.sum(1)
+    expected = np.rint(share * counts)
     np.testing.assert_allclose(flags.noise_rate, expected / counts)
     assert flags.flagged.sum() == expected.sum()
     assert flags.noise == pytest.approx(expected.sum() / 300)
@@ -154,6 +167,26 @@ def test_hard_clean_rows_do_not_inflate_the_estimate() -> None:
     assert low <= flags.noise <= high and high - low < 0.05
 
 
+def test_unequal_noise_between_classes_is_less_underestimated() -> None:
+    # Class 0 is clean; 40% of the rows labelled 1 are class-0 images. Each row scores
+    # its true class like that class's clean rows do (uniformly). t_0 is the upper
+    # quartile of clean rows, reached by a quarter of the class-0 images labelled 1;
+    # t_1 is the upper quartile of the rows labelled 1, of which 60% are clean, so a
+    # clean class-1 row reaches it with chance 0.25 / 0.6. The unweighted joint reads
+    # 100 / (100 + 250) = 29%; one reweighting step, with that 29%, reads 36%.
+    rng = np.random.default_rng(0)
+    true = np.repeat([0, 0, 1], [1000, 400, 600])
+    given = np.repeat([0, 1, 1], [1000, 400, 600])
+    scores = np.zeros((2000, 2))
+    scores[np.arange(2000), true] = rng.random(2000)
+    flags = confident_flags(scores, given, 2)
+    joint = flags.dense_joint()
+    unweighted = joint[1, 0] / joint[1].sum()
+    assert flags.noise_rate[0] == 0.0
+    assert unweighted == pytest.approx(0.286, abs=0.03)
+    assert flags.noise_rate[1] == pytest.approx(0.36, abs=0.03)
+
+
 def test_budget_flags_that_many_of_the_least_supported_rows() -> None:
     rng = np.random.default_rng(1)
     labels = rng.integers(0, 3, size=400)
@@ -199,5 +232,5 @@ def test_summary_is_json_ready() -> None:
     flags = confident_flags(SCORES, LABELS, 4, budget=2)
     summary = json.loads(json.dumps(flags.summary()))
     assert summary["flagged"] == 2 and summary["budget"] == 2
-    assert summary["noise"] == pytest.approx(0.5)
+    assert summary["noise"] == pytest.approx(2 / 6, abs=1e-6)
     assert summary["noise_low"] <= summary["noise"] <= summary["noise_high"]
