@@ -106,12 +106,11 @@ def openset_view(
     if not is_out.any():
         raise NoisyCleanError(f"openset:{rate:g} plants no row among {len(tr)} train rows")
     labels, classes = in_set_labels(pool.true[picked], is_out, np.random.default_rng(seed + 1))
-    code = {c: i for i, c in enumerate(classes)}
     test = np.flatnonzero(~np.asarray(train, dtype=bool) & np.isin(names, classes))
     rows = np.concatenate([tr[picked], test])
     order = np.argsort(rows, kind="stable")
     true = np.concatenate(
-        [np.where(is_out, -1, labels), np.array([code[n] for n in names[test]], dtype=np.int64)]
+        [np.where(is_out, -1, labels), np.searchsorted(classes, names[test]).astype(np.int64)]
     )
     given = np.concatenate([labels, true[len(picked) :]])
     is_train = np.concatenate([np.ones(len(picked), bool), np.zeros(len(test), bool)])
@@ -130,9 +129,8 @@ def clean_view(names: np.ndarray, train: np.ndarray, held: list[str] | None = No
     names = np.asarray(names).astype(str)
     held = held or held_out_classes(sorted(set(names)))
     classes = sorted(set(names) - set(held))
-    code = {c: i for i, c in enumerate(classes)}
     rows = np.flatnonzero(np.isin(names, classes))
-    true = np.array([code[n] for n in names[rows]], dtype=np.int64)
+    true = np.searchsorted(classes, names[rows]).astype(np.int64)
     return View(
         rows=rows,
         true=true,

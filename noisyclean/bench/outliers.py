@@ -169,8 +169,7 @@ def in_set_labels(
     row a uniformly random in-set class (drawn from ``rng``); and the in-set classes
     (those of the in-set rows, sorted), whose indices the labels are."""
     classes = sorted(set(true[~is_out]))
-    code = {c: i for i, c in enumerate(classes)}
-    labels = np.array([code.get(t, 0) for t in true], dtype=np.int64)
+    labels = np.searchsorted(np.asarray(classes), true).astype(np.int64)
     labels[is_out] = rng.integers(0, len(classes), int(is_out.sum()))
     return labels, classes
 
