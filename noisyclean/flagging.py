@@ -267,8 +267,10 @@ def _bootstrap(
     """95% intervals of the per-class and overall estimates, resampling the rows.
 
     A row is its (given label, confident class or none) cell, so resampling rows is a
-    multinomial draw over the cells; the thresholds and the shares reaching them are
-    held at their values (quantiles of whole classes: they move little).
+    draw over the cells: the Poisson bootstrap (each cell's count drawn from a Poisson
+    of its count), the usual large-sample stand-in for the multinomial one. The
+    thresholds and the shares reaching them are held at their values (quantiles of
+    whole classes: they move little).
     """
     n = int(counts.sum())
     if n == 0:
@@ -278,18 +280,18 @@ def _bootstrap(
     cls = np.flatnonzero(none > 0)
     given = np.concatenate([joint[:, 0], cls])
     conf = np.concatenate([joint[:, 1], np.full(len(cls), -1)])
-    cell_counts = np.concatenate([joint[:, 2], none[cls]]).astype(np.float64)
+    cell_counts = np.concatenate([joint[:, 2], none[cls]])
     rng = np.random.default_rng(seed)
     rates = np.empty((BOOTSTRAP_DRAWS, n_classes))
     overall = np.empty(BOOTSTRAP_DRAWS)
     has = conf >= 0
     for b in range(BOOTSTRAP_DRAWS):
-        draw = rng.multinomial(n, cell_counts / n)
+        draw = rng.poisson(cell_counts)
         drawn_counts = np.bincount(given, weights=draw, minlength=n_classes)
         sample = np.stack([given[has], conf[has], draw[has]], axis=1)
         wrong = _wrong_counts(sample, drawn_counts, reached, n_classes)
         rates[b] = np.divide(wrong, drawn_counts, out=np.zeros(n_classes), where=drawn_counts > 0)
-        overall[b] = wrong.sum() / n
+        overall[b] = wrong.sum() / max(int(draw.sum()), 1)
     low, high = np.percentile(rates, [2.5, 97.5], axis=0)
     lo_all, hi_all = np.percentile(overall, [2.5, 97.5])
     return low, high, (float(lo_all), float(hi_all))
