@@ -167,22 +167,24 @@ def detection(
     name: str,
     scores: np.ndarray,
     flagged: np.ndarray,
-    wrong: np.ndarray,
+    labels: np.ndarray,
     *,
-    given: np.ndarray,
     estimate: NoiseEstimate,
 ) -> dict[str, float]:
     """Ranking and flagged-set quality of one detector over the train rows, and its
     noise estimate against the truth (``noise_figures``).
 
     Args:
-        scores, flagged, wrong, given: (N_train,) per train row, in train-row order:
-            the detector's score (higher = more likely wrong), its flag, whether the
-            label is wrong, the given label.
+        scores, flagged: (N_train,) per train row, in train-row order: the detector's
+            score (higher = more likely wrong) and its flag.
+        labels: (N,) the noisy labels of every workspace row; a train row's label is
+            wrong where it differs from ``ws.true``.
         estimate: the detector's noise estimate.
 
     The scores are kept for the runner's precision-recall plot.
     """
+    given = labels[ws.train]
+    wrong = given != ws.true[ws.train]
     (ws.folder / "scores").mkdir(exist_ok=True)
     np.savez(ws.folder / "scores" / f"{name}__{job.tag}.npz", scores=scores, wrong=wrong)
     tp = int((flagged & wrong).sum())
@@ -226,7 +228,6 @@ def phase1(ws: Workspace, job: Job) -> dict[str, Any]:
     tr = ws.train
     own = blended[tr][np.arange(int(tr.sum())), y[tr]]
     flags = confident_flags(blended[tr], y[tr], ws.n_classes)
-    wrong = (y != ws.true)[tr]
     return {
         "detection": detection(
             ws,
@@ -234,8 +235,7 @@ def phase1(ws: Workspace, job: Job) -> dict[str, Any]:
             "noisyclean-confidence",
             1.0 - own,
             flags.flagged,
-            wrong,
-            given=y[tr],
+            y,
             estimate=_flags_estimate(flags),
         )
     }
@@ -258,8 +258,7 @@ def knn_vote(ws: Workspace, job: Job) -> dict[str, Any]:
             "knn-vote",
             1.0 - own,
             flagged,
-            y[tr] != ws.true[tr],
-            given=y[tr],
+            y,
             estimate=flagged_share(flagged, y[tr], ws.n_classes),
         )
     }
@@ -290,7 +289,6 @@ def cleanlab_oof(ws: Workspace, job: Job) -> dict[str, Any]:
     )
     quality = get_label_quality_scores(y[tr], probs)
     flagged = find_label_issues(y[tr], probs)
-    wrong = y[tr] != ws.true[tr]
     return {
         "detection": detection(
             ws,
@@ -298,8 +296,7 @@ def cleanlab_oof(ws: Workspace, job: Job) -> dict[str, Any]:
             "cleanlab",
             1.0 - quality,
             flagged,
-            wrong,
-            given=y[tr],
+            y,
             estimate=joint_estimate(estimate_joint(y[tr], probs)),
         )
     }
@@ -354,8 +351,7 @@ def smooth_proxy_anchor(ws: Workspace, job: Job) -> dict[str, Any]:
             "noisyclean-suspicion",
             found.suspicion[tr],
             found.is_suspect[tr],
-            (y != ws.true)[tr],
-            given=y[tr],
+            y,
             estimate=_flags_estimate(found.flags),
         ),
     }
