@@ -27,7 +27,6 @@ from noisyclean.bench.runner import (
     _jobs,
     _run_job,
     _summarise,
-    _tag,
     prepare_workspace,
 )
 
@@ -184,7 +183,7 @@ def workspace(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def test_every_detector_reports_its_noise_estimate(workspace: Path) -> None:
-    tag = _tag(parse_noise("symmetric:0.2"), 0)
+    tag = parse_noise("symmetric:0.2").tag(0)
     ws = Workspace.load(workspace)
     y = ws.noisy(tag)
     tr = ws.train
@@ -202,7 +201,7 @@ def test_every_detector_reports_its_noise_estimate(workspace: Path) -> None:
 
 
 def test_openset_runs_every_method_and_counts_the_planted_rows(workspace: Path) -> None:
-    tag = _tag(parse_noise("openset:0.05"), 0)
+    tag = parse_noise("openset:0.05").tag(0)
     ws = Workspace.load(workspace, tag)
     with np.load(workspace / f"view-{tag}.npz") as v:
         rows, planted = v["rows"], v["true"] < 0
@@ -231,7 +230,7 @@ def test_openset_runs_every_method_and_counts_the_planted_rows(workspace: Path) 
 
 
 def test_worker_process_sees_the_openset_view(workspace: Path) -> None:
-    tag = _tag(parse_noise("openset:0.05"), 0)
+    tag = parse_noise("openset:0.05").tag(0)
     result = _run_job(Job("knn-vote", str(workspace), tag, 0, view=tag, **TINY))
     assert "error" not in result, result
     with np.load(workspace / f"view-{tag}.npz") as v:

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Literal, cast, get_args
 
 import numpy as np
@@ -269,6 +270,12 @@ class NoiseSpec:
         if self.kind == "transition":
             return f"transition:{self.matrix}"
         return f"{self.kind}:{self.rate!r}"
+
+    def tag(self, seed: int) -> str:
+        """The name of this setting's files at ``seed`` in the bench's workspace
+        (``labels-<tag>.npy``, an open-set view's ``view-<tag>.npz``)."""
+        name = Path(self.matrix).stem if self.matrix else f"{self.rate:g}"
+        return f"{self.kind}-{name}-s{seed}"
 
     def load_matrix(self) -> np.ndarray:
         """The transition matrix (K, K), read from its CSV."""

@@ -13,6 +13,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from noisyclean.bench.noise import parse_noise
+
 #: Detectors, in table order. noisyclean-suspicion is Phase 2's (smooth-proxy-anchor) detection.
 DETECTORS = ("noisyclean-confidence", "noisyclean-suspicion", "cleanlab", "knn-vote")
 #: Retrieval methods, in table order: ``noisyclean.losses.LOSSES`` (spelled out, as importing
@@ -207,12 +209,9 @@ def _openset_note(results: dict[str, Any], noise: str) -> list[str]:
     """For an open-set setting, what its rows are (from ``results["views"]``)."""
     if not noise.startswith("openset:"):
         return []
-    views = results.get("views") or {}
-    kind, _, rate = noise.partition(":")
-    mine = [v for name, v in views.items() if name.startswith(f"{kind}-{float(rate):g}-s")]
-    if not mine:
+    v = (results.get("views") or {}).get(parse_noise(noise).tag(0))
+    if v is None:
         return []
-    v = mine[0]
     return [
         f"Open set: {' and '.join(v['held_out'])} are held out of the label set "
         f"(K = {v['classes']}); {v['planted']} of the {v['train']} train rows (seed 0) are "

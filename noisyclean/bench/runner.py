@@ -106,14 +106,9 @@ def _stratified_holdout(labels: np.ndarray, fraction: float, seed: int) -> np.nd
     return test
 
 
-def _tag(noise: NoiseSpec, seed: int) -> str:
-    name = Path(noise.matrix).stem if noise.matrix else f"{noise.rate:g}"
-    return f"{noise.kind}-{name}-s{seed}"
-
-
 def _noisy_view(noise: NoiseSpec, seed: int) -> str:
     """The view a noisy-label job of this setting sees: its own for open-set noise."""
-    return _tag(noise, seed) if noise.kind == "openset" else ""
+    return noise.tag(seed) if noise.kind == "openset" else ""
 
 
 def _clean_view(noise: NoiseSpec) -> str:
@@ -170,7 +165,7 @@ def prepare_workspace(
         save(CLEAN_VIEW, clean_view(names, train, held))
     for seed in range(seeds):
         for noise in noises:
-            tag = _tag(noise, seed)
+            tag = noise.tag(seed)
             if noise.kind == "openset":
                 view = openset_view(names, train, noise.rate, seed, held)
                 save(tag, view)
@@ -230,7 +225,7 @@ def _jobs(config: BenchConfig, work: Path) -> list[Job]:
     jobs: list[Job] = []
     for seed in range(config.seeds):
         for noise in config.noises:
-            tag, view = _tag(noise, seed), _noisy_view(noise, seed)
+            tag, view = noise.tag(seed), _noisy_view(noise, seed)
             jobs += [
                 Job(m, str(work), tag, seed, view=view, **opts) for m, how in chosen if how.noisy
             ]
@@ -318,7 +313,7 @@ def run_bench(
         if job_progress:
             job_progress(i, len(jobs), f"{job.method} {job.tag}".strip())
         result = _run_job(job)
-        setting = next((str(n) for n in config.noises if job.tag == _tag(n, job.seed)), "")
+        setting = next((str(n) for n in config.noises if job.tag == n.tag(job.seed)), "")
         runs.append(
             {"method": job.method, "noise": setting, "seed": job.seed, "view": job.view, **result}
         )
@@ -348,7 +343,7 @@ def run_bench(
     write_json(out_dir / "results.json", results)
     markdown = render_markdown(summary, results)
     write_text(out_dir / "results.md", markdown)
-    curve_tags = [_tag(n, 0) for n in config.noises]
+    curve_tags = [n.tag(0) for n in config.noises]
     write_plots(summary, config.noises, curve_tags, work / "scores", out_dir)
     shutil.rmtree(work, ignore_errors=True)
     return BenchResult(summary=summary, results=results, markdown=markdown, out_dir=out_dir)
