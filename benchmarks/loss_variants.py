@@ -64,6 +64,40 @@ def _floor_confused(floor: float) -> Patch:
     return patch
 
 
+def _confident_proxies(rate: float) -> Patch:
+    """Proxies re-estimated from confident members: before each step, each class's proxy
+    moves ``rate`` of the way to the normalised mean embedding of the batch's rows that
+    carry it as their label, weighted by m⁺ (rate 1 on the first step: initialised from
+    them); the gradient still moves them in between."""
+
+    def patch() -> Callable[[], None]:
+        original = losses.SmoothProxyAnchorLoss.forward
+
+        def forward(self, embeddings, labels, confidences):  # type: ignore[no-untyped-def]
+            with torch.no_grad():
+                m_pos, _ = self.memberships(labels, confidences.to(embeddings.dtype))
+                e = torch.nn.functional.normalize(embeddings.detach(), dim=1)
+                mass = m_pos.sum(dim=0)
+                means = torch.nn.functional.normalize(m_pos.T @ e, dim=1)
+                first = not getattr(self, "_seen", False)
+                step = 1.0 if first else rate
+                p = torch.nn.functional.normalize(self.proxies.data, dim=1)
+                moved = torch.nn.functional.normalize((1 - step) * p + step * means, dim=1)
+                norm = self.proxies.data.norm(dim=1, keepdim=True)
+                self.proxies.data = torch.where(mass[:, None] > 0, moved * norm, self.proxies.data)
+                self._seen = True
+            return original(self, embeddings, labels, confidences)
+
+        losses.SmoothProxyAnchorLoss.forward = forward  # type: ignore[method-assign]
+
+        def undo() -> None:
+            losses.SmoothProxyAnchorLoss.forward = original  # type: ignore[method-assign]
+
+        return undo
+
+    return patch
+
+
 def _none() -> Callable[[], None]:
     return lambda: None
 
@@ -84,6 +118,12 @@ VARIANTS: dict[str, tuple[str, dict[str, object], Patch]] = {
     "spa-proxylr10": ("smooth-proxy-anchor", {"proxy_lr_mult": 10.0}, _none),
     "spa-batch128": ("smooth-proxy-anchor", {"batch_size": 128}, _none),
     "spa-sharp10": ("smooth-proxy-anchor", {"k": 10.0}, _none),
+    # References on the true labels (one-hot): what each loss reaches without noise.
+    "multi-similarity-clean": ("multi-similarity", {}, _none),
+    "proxy-anchor-clean": ("proxy-anchor", {}, _none),
+    "spa-soft": ("smooth-proxy-anchor", {"positives": "soft"}, _none),
+    "spa-proxyinit": ("smooth-proxy-anchor", {}, _confident_proxies(0.0)),
+    "spa-proxyema": ("smooth-proxy-anchor", {}, _confident_proxies(0.05)),
 }
 
 
@@ -123,8 +163,9 @@ def main() -> None:
                 if (path.stem, name) in done:
                     continue
                 loss, changes, patch = VARIANTS[name]
-                dense = d["conf"] if loss == "smooth-proxy-anchor" else np.eye(k)[y]
-                top = TopClasses.from_dense(dense.astype(np.float32), y, width=k)
+                given = true if name.endswith("-clean") else y
+                dense = d["conf"] if loss == "smooth-proxy-anchor" else np.eye(k)[given]
+                top = TopClasses.from_dense(dense.astype(np.float32), given, width=k)
                 cfg = replace(TrainConfig(loss=loss, seed=seed, device="cpu"), **changes)
                 undo = patch()
                 t0 = time.perf_counter()
