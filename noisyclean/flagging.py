@@ -16,11 +16,11 @@ Labels", JAIR 2021, with the changes measured in ``docs/design.md`` (§4.2, §5)
    estimates how many of that class's labels are wrong: n_c. A row of class j reaches
    t_j less often the noisier the rows labelled j are, so each cell is first divided
    by the rate at which its confident class's rows reach their threshold.
-3. Prune by class, by support: a row's *support* is its score for its own label over
-   that plus its best other class's score. Within each class c, the n_c rows with the
-   least support are flagged, so the flags match the estimate class by class. A review
-   budget B flags the B least supported rows instead, across classes: support, unlike
-   a raw score, compares between classes.
+3. Flags by support: a row's *support* is its score for its own label over that plus
+   its best other class's score. The Σ n_c least supported rows of all are flagged, or
+   the B least supported with a review budget B: support, unlike a raw score, compares
+   between classes, and one ranking over all rows does not carry each class's own
+   estimation error into the flags (§5.11 measures both).
 4. The overall estimate gets a 95% interval from a bootstrap over rows (the joint's
    cells resampled, thresholds held), and the flagged set an expected precision: the
    mean of ``1 − support`` over it.
@@ -43,8 +43,8 @@ class Flags:
     """Flags of N rows over K classes.
 
     Attributes:
-        flagged: (N,) bool, the row is among its class's n_c least supported rows, or,
-            with a budget, among the budget's least supported rows of all.
+        flagged: (N,) bool, the row is among the sum(n_c) least supported rows of all
+            (the budget's, with a budget).
         support: (N,) own score / (own score + best other class's score), in [0, 1]
             (0 where both are 0): the ranking, lowest first.
         confident_class: (N,) the class each row is confidently of (highest score among
@@ -189,15 +189,10 @@ def sparse_flags(
 
     total = own + best_other
     support = np.divide(own, total, out=np.zeros(n), where=total > 0)
+    n_flag = int(n_wrong.sum()) if budget is None else min(int(budget), n)
     flagged = np.zeros(n, dtype=bool)
-    if budget is None:
-        # Prune by class: the n_c least supported rows of each class (ties: earlier row).
-        by_class = np.lexsort((support, labels))
-        rank = np.arange(n) - start_of[labels[by_class]]
-        flagged[by_class[rank < n_wrong[labels[by_class]]]] = True
-    else:
-        flagged[np.argsort(support, kind="stable")[: min(int(budget), n)]] = True
-    n_flag = int(flagged.sum())
+    # The least supported rows of all (ties: earlier row first).
+    flagged[np.argsort(support, kind="stable")[:n_flag]] = True
     noise_rate = np.divide(n_wrong, counts, out=np.zeros(n_classes), where=counts > 0)
     low, high, interval = _bootstrap(joint, counts, reached, n_classes, seed)
     return Flags(

@@ -139,7 +139,12 @@ def noise_table(classes: Sequence[str], flags: Flags, codes: np.ndarray) -> None
         title = f"Estimated noise: the {_LISTED_CLASSES} noisiest of {len(classes)} classes"
     rows = np.bincount(codes, minlength=len(classes))
     flagged = np.bincount(codes[flags.flagged], minlength=len(classes))
-    noise = Table(title=title)
+    how_many = "as many as the estimate" if flags.budget is None else f"{flags.budget}"
+    noise = Table(
+        title=title,
+        caption=f"flagged: the least supported rows of all classes, {how_many} in all; "
+        "a class's share can differ from its own estimate",
+    )
     for col in (
         "class",
         "rows",
@@ -172,7 +177,11 @@ def estimate_lines(flags: Flags, rows: str) -> None:
         f"(95% interval {low:.1%}–{high:.1%}, bootstrap over rows)"
     )
     flagged = int(flags.flagged.sum())
-    how = f"a budget of {flags.budget}" if flags.budget is not None else "as many as the estimate"
+    how = (
+        f"a budget of {flags.budget}"
+        if flags.budget is not None
+        else "as many as the estimate, the least supported of all classes"
+    )
     precision = f"; expected precision [bold]{flags.expected_precision:.2f}[/]" if flagged else ""
     out.print(f"flagged {flagged} ({flagged / max(n, 1):.1%}), {how}{precision}")
 

@@ -80,7 +80,7 @@ def test_train_prints_the_report(trained_run: tuple[SmallSet, Path, Path]) -> No
     assert "flagged as suspects" in output
     assert "Phase 1 confidence" in output and "Phase 2 suspicion" in output
     assert "estimated wrong labels:" in output and "95% interval" in output
-    assert "as many as the estimate; expected precision" in output
+    assert "as many as the estimate, the least supported of all classes; expected" in output
 
 
 def test_noise_estimate_is_recorded(trained_run: tuple[SmallSet, Path, Path]) -> None:

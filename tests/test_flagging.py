@@ -38,7 +38,7 @@ def test_constructed_example() -> None:
     np.testing.assert_allclose(
         flags.support, [0.9 / 1.89, 0.7 / 0.9, 0.2, 0.6 / 0.9, 0.4 / 1.3, 0.5]
     )
-    # Each class's least supported rows: row 2 in class 0, row 4 in class 1.
+    # The two least supported rows of all: row 2 (class 0) and row 4 (class 1).
     assert flags.flagged.tolist() == [False, False, True, False, True, False]
     assert flags.expected_precision == pytest.approx(1 - (0.2 + 0.4 / 1.3) / 2)
     # With a budget of three, the three least supported rows of all: row 0 supports
@@ -76,8 +76,9 @@ def test_per_class_thresholds_catch_a_class_that_never_scores_high() -> None:
     # Half the rows labelled 1 reach t_1 and none is wrong by the unweighted joint, so
     # row 2 counts as two class-1 rows against class 0's two: 1.5 -> 2 of class 0's 3.
     np.testing.assert_allclose(flags.noise_rate, [2 / 3, 0.0])
-    # They are class 0's least supported rows.
-    assert flags.flagged.tolist() == [False, True, True, False, False]
+    # Two rows are flagged, the least supported of all: class 1's near-ties (support 0.5
+    # and 0.54) come before row 2 (0.64). The estimate says how many, support says which.
+    assert flags.flagged.tolist() == [False, False, False, True, True]
 
 
 def test_thresholds_are_each_class_quantile() -> None:
@@ -92,19 +93,14 @@ def test_thresholds_are_each_class_quantile() -> None:
 
 
 @pytest.mark.parametrize("seed", [0, 1, 2, 3])
-def test_flagged_rows_are_the_least_supported_of_their_class(seed: int) -> None:
+def test_flagged_rows_are_the_least_supported_of_all(seed: int) -> None:
     rng = np.random.default_rng(seed)
     true = rng.integers(0, 4, size=300)
     scores = rng.random((300, 4)) * 0.6 + 0.4 * np.eye(4)[true]
     labels = np.where(rng.random(300) < 0.2, rng.integers(0, 4, size=300), true)
     flags = confident_flags(scores, labels, 4)
     assert flags.flagged.any()
-    for c in range(4):
-        mine = labels == c
-        hit, miss = flags.support[mine & flags.flagged], flags.support[mine & ~flags.flagged]
-        if len(hit) and len(miss):
-            assert hit.max() <= miss.min()
-        assert flags.noise_rate[c] == pytest.approx(len(hit) / mine.sum())
+    assert flags.support[flags.flagged].max() <= flags.support[~flags.flagged].min()
     counts = np.bincount(labels, minlength=4)
     joint = flags.dense_joint().astype(float)
     # Each cell divided by the rate at which its confident class's rows reach its

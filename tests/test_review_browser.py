@@ -674,7 +674,8 @@ def test_tabs_group_and_bulk_actions_apply(
     page.click("#tab-dups")
     for g in cl.order:
         for row in cl.groups[g][1]:
-            assert member_decision(page, g, row) == expected[row][0]
+            # A group decided in part on Wrong labels leaves its other members undecided.
+            assert member_decision(page, g, row) == expected.get(row, ("", ""))[0]
 
     # The export: one line per decided row, whichever tab decided it.
     rows = export_decisions(page, tmp_path / "decisions.csv")
