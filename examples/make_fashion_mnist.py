@@ -172,7 +172,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         if split == "train" and args.noise is not None:
             features = images[index].reshape(index.size, -1).astype(np.float32)
             given = apply_noise(
-                args.noise, true, len(CLASS_NAMES), seed=args.seed, features=features
+                args.noise,
+                true,
+                len(CLASS_NAMES),
+                seed=args.seed,
+                features=features,
+                classes=CLASS_NAMES,
             )
             n_noisy = int((given != true).sum())
         (out / "images" / split).mkdir(parents=True, exist_ok=True)

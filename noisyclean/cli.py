@@ -940,8 +940,10 @@ def bench(
             help=(
                 "(labels) Noise to inject into train rows; repeat. symmetric:RATE, pair:RATE "
                 "(each class flips to its nearest class by feature centroid) or "
-                "transition:MATRIX.csv (K×K, row c = P(noisy label | true class c), classes "
-                "in sorted order) or openset:RATE (RATE of the train rows are images of 2 "
+                "transition:MATRIX.csv (K×K, row c = P(noisy label | true class c); a first "
+                "row of class names gives their order, else sorted order; "
+                "benchmarks/noise/cifar10n-random.csv is CIFAR-10N's human noise mapped onto "
+                "Fashion-MNIST) or openset:RATE (RATE of the train rows are images of 2 "
                 "held-out classes under random in-set labels, as the outliers suite plants "
                 "them; the other K − 2 classes are the label set)."
             ),

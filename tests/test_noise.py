@@ -294,3 +294,51 @@ def test_transition_spec_errors_are_one_line(
     with pytest.raises(ValueError, match=message) as err:
         parse_noise(f"transition:{path}")
     assert "\n" not in str(err.value)
+
+
+def test_transition_matrix_with_class_names_follows_the_data_order(tmp_path: Path) -> None:
+    path = tmp_path / "named.csv"
+    path.write_text(
+        "# from somewhere, counted\n"
+        "cat, dog, owl\n"
+        "0.9,0.1,0.0\n"
+        "0.0,1.0,0.0\n"
+        "# a comment between rows\n"
+        "0.0,0.5,0.5\n"
+    )
+    spec = parse_noise(f"transition:{path}")
+    assert spec.rate == pytest.approx(0.6 / 3)
+    # The data's classes in another order: rows and columns follow them.
+    classes = ["owl", "cat", "dog"]
+    expected = np.array([[0.5, 0.0, 0.5], [0.0, 0.9, 0.1], [0.0, 0.0, 1.0]])
+    np.testing.assert_array_equal(spec.load_matrix(classes), expected)
+    labels = np.repeat(np.arange(3), 4000)
+    noisy = apply_noise(spec, labels, 3, seed=2, classes=classes)
+    np.testing.assert_array_equal(noisy, transition_noise(labels, 3, matrix=expected, seed=2))
+    assert (noisy[labels == 2] == 2).all()  # dog stays dog
+    assert set(np.unique(noisy[labels == 0])) == {0, 2}  # owl goes to dog
+
+
+@pytest.mark.parametrize(
+    ("classes", "message"),
+    [
+        (None, "names its classes"),
+        (["cat", "dog", "emu"], "do not match.*'emu'"),
+    ],
+)
+def test_transition_matrix_names_must_match_the_data(
+    tmp_path: Path, classes: list[str] | None, message: str
+) -> None:
+    path = tmp_path / "named.csv"
+    path.write_text("cat,dog,owl\n1,0,0\n0,1,0\n0,0,1\n")
+    spec = parse_noise(f"transition:{path}")
+    with pytest.raises(ValueError, match=message) as err:
+        apply_noise(spec, np.array([0, 1, 2]), 3, seed=0, classes=classes)
+    assert "\n" not in str(err.value) and str(path) in str(err.value)
+
+
+def test_transition_matrix_names_and_shape_must_agree(tmp_path: Path) -> None:
+    path = tmp_path / "named.csv"
+    path.write_text("cat,dog\n1,0,0\n0,1,0\n0,0,1\n")
+    with pytest.raises(ValueError, match="2 class names but a"):
+        parse_noise(f"transition:{path}")

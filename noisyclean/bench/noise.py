@@ -15,7 +15,9 @@ Noise settings as the bench's ``--noise`` spells them (:func:`parse_noise`):
 - ``symmetric:RATE``: ``RATE`` of the rows flip, each to a uniformly random other class;
 - ``pair:RATE``: ``RATE`` of each class flips to its nearest class (feature centroids);
 - ``transition:MATRIX.csv``: each row's label is drawn from its class's row of a K×K
-  row-stochastic matrix (no header; classes in the bench's sorted order);
+  row-stochastic matrix; ``#`` lines are comments, and a first row of class names puts
+  the matrix in the data's class order (without one, rows are in the bench's sorted
+  order);
 - ``openset:RATE``: open-set noise. Two classes are held out of the label set (the
   outlier benchmark's first pair, ``noisyclean.bench.outliers.DEFAULT_PAIRS``), and
   ``RATE`` of the train rows are images of them under uniformly random in-set labels:
@@ -277,15 +279,58 @@ class NoiseSpec:
         name = Path(self.matrix).stem if self.matrix else f"{self.rate:g}"
         return f"{self.kind}-{name}-s{seed}"
 
-    def load_matrix(self) -> np.ndarray:
-        """The transition matrix (K, K), read from its CSV."""
+    def load_matrix(self, classes: Sequence[str] | None = None) -> np.ndarray:
+        """The transition matrix (K, K), read from its CSV.
+
+        Lines starting with ``#`` are comments. When the first other line holds class
+        names instead of numbers, they name the matrix's rows and columns, and the
+        matrix comes back in the order of ``classes`` (which must be the same names).
+
+        Raises:
+            ValueError: One line naming the file, when it can't be read, is not numeric,
+                or its names don't match ``classes`` (or ``classes`` is not given).
+        """
+        m, names = self._read_matrix()
+        if names is None:
+            return m
+        where = f"transition matrix {self.matrix}"
+        if classes is None:
+            raise ValueError(f"{where}: it names its classes, so the data's classes are needed")
+        if len(set(names)) != len(names) or set(names) != set(classes):
+            odd = sorted(set(classes) ^ set(names))
+            raise ValueError(
+                f"{where}: its class names do not match the data's "
+                f"({'first difference: ' + repr(odd[0]) if odd else 'a name is repeated'})"
+            )
+        order = [names.index(c) for c in classes]
+        return m[np.ix_(order, order)]
+
+    def _read_matrix(self) -> tuple[np.ndarray, list[str] | None]:
+        """The matrix in the file's own order, and its class names if it has them."""
+        where = f"transition matrix {self.matrix}"
         if self.matrix is None:
             raise ValueError(f"noise {self} has no transition matrix")
         try:
-            return np.atleast_2d(np.loadtxt(self.matrix, delimiter=",", dtype=np.float64))
-        except (OSError, ValueError) as err:
+            lines = Path(self.matrix).read_text(encoding="utf-8").splitlines()
+            rows = [x for x in lines if x.strip() and not x.lstrip().startswith("#")]
+            names = _class_header(rows[0]) if rows else None
+            m = np.loadtxt(rows[1:] if names else rows, delimiter=",", dtype=np.float64, ndmin=2)
+        except (OSError, UnicodeDecodeError, ValueError) as err:
             first = (str(err).splitlines() or [type(err).__name__])[0]
-            raise ValueError(f"transition matrix {self.matrix}: {first}") from None
+            raise ValueError(f"{where}: {first}") from None
+        if names is not None and m.shape != (len(names), len(names)):
+            raise ValueError(f"{where}: {len(names)} class names but a {m.shape} matrix")
+        return m, names
+
+
+def _class_header(line: str) -> list[str] | None:
+    """The class names of a matrix file's first row, or None when it holds numbers."""
+    cells = [c.strip() for c in line.split(",")]
+    try:
+        [float(c) for c in cells]
+    except ValueError:
+        return cells
+    return None
 
 
 def parse_noise(spec: str) -> NoiseSpec:
@@ -307,7 +352,7 @@ def parse_noise(spec: str) -> NoiseSpec:
         raise ValueError(f"noise kind must be one of {'|'.join(_KINDS)}, got {kind!r}")
     if kind == "transition":
         probe = NoiseSpec(kind="transition", rate=0.0, matrix=rate_text.strip())
-        m = probe.load_matrix()
+        m, _ = probe._read_matrix()  # the rate does not depend on the class order
         if m.ndim != 2 or m.shape[0] != m.shape[1]:
             raise ValueError(f"transition matrix {probe.matrix}: not square, shape {m.shape}")
         return NoiseSpec(
@@ -329,6 +374,7 @@ def apply_noise(
     *,
     seed: int,
     features: np.ndarray | None = None,
+    classes: Sequence[str] | None = None,
 ) -> np.ndarray:
     """Inject the noise described by ``spec``.
 
@@ -340,6 +386,8 @@ def apply_noise(
         features: Only for ``pair``: row features that choose each class's
             nearest other class. Shape ``(N, D)``. Without them class ``c``
             flips to ``(c + 1) % K``.
+        classes: The class names of the indices, for a ``transition`` matrix that
+            names its classes.
 
     Returns:
         New noisy labels, shape ``(N,)``.
@@ -347,7 +395,7 @@ def apply_noise(
     if spec.kind == "symmetric":
         return symmetric_noise(labels, n_classes, rate=spec.rate, seed=seed)
     if spec.kind == "transition":
-        return transition_noise(labels, n_classes, matrix=spec.load_matrix(), seed=seed)
+        return transition_noise(labels, n_classes, matrix=spec.load_matrix(classes), seed=seed)
     if spec.kind == "openset":
         raise ValueError(
             f"{spec} changes which rows there are, not only their labels: "
