@@ -18,11 +18,14 @@ import pytest
 from conftest import BACKBONE, EXAMPLE_DIR, SMALL_SIZE, write_csv
 from typer.testing import CliRunner
 
-from noisyclean.bench.methods import METHODS, PHASE1, Method
+from noisyclean.bench import runner
+from noisyclean.bench.methods import METHODS, PHASE1, Job, Method
 from noisyclean.bench.noise import parse_noise
 from noisyclean.bench.report import DETECTORS, RETRIEVERS
 from noisyclean.bench.runner import BenchConfig, _jobs, _stratified_holdout
 from noisyclean.cli import app
+from noisyclean.features import FeatureConfig, Features
+from noisyclean.manifest import Manifest
 
 DETECTION = (
     "auroc",
@@ -175,3 +178,80 @@ def test_bench_smoke_every_method_reports_every_figure(tmp_path: Path, feature_c
     assert (out / "precision_recall.png").stat().st_size > 1000
     assert (out / "recall_vs_noise.png").stat().st_size > 1000
     assert not (out / "work").exists()
+
+
+def _fake_inputs(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Manifest:
+    """A 90-row manifest whose features are made up (no images, no backbone)."""
+    rng = np.random.default_rng(0)
+    labels = np.repeat(["a", "b", "c"], 30)
+    centres = rng.normal(size=(3, 16))
+    values = (centres[np.repeat(np.arange(3), 30)] + 0.3 * rng.normal(size=(90, 16))).astype(
+        np.float32
+    )
+    frame = pd.DataFrame(
+        {
+            "id": [str(i) for i in range(90)],
+            "path": [f"{i}.png" for i in range(90)],
+            "label": labels,
+            "split": np.where(np.arange(90) % 3 == 0, "test", "train"),
+            "status": "ok",
+        }
+    )
+    feats = Features(
+        values=values, status=np.full(90, "ok"), computed=0, image_size=SMALL_SIZE, reasons={}
+    )
+    monkeypatch.setattr(runner, "extract_features", lambda *a, **k: feats)
+    speed = {"images": 0.0, "pipeline_images_per_s": 1.0, "bare_forward_images_per_s": 1.0}
+    monkeypatch.setattr(runner, "_throughput", lambda *a, **k: {**speed, "batch_size": 1.0})
+    return Manifest(frame=frame, source=tmp_path / "m.csv", root=tmp_path, classes=["a", "b", "c"])
+
+
+@pytest.mark.timeout(300)
+def test_an_interrupted_bench_resumes_with_the_jobs_it_finished(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    manifest = _fake_inputs(monkeypatch, tmp_path)
+    real = runner._run_job
+    ran: list[str] = []
+    stop_after: int | None = None
+
+    def counting(job: Job) -> dict:
+        if len(ran) == stop_after:
+            raise KeyboardInterrupt
+        ran.append(f"{job.method} {job.tag} {job.seed}")
+        return real(job)
+
+    monkeypatch.setattr(runner, "_run_job", counting)
+
+    def bench(**train: object) -> runner.BenchResult:
+        config = BenchConfig(
+            noises=(parse_noise("symmetric:0.2"),),
+            seeds=2,
+            methods=("knn-vote", "raw-features"),
+            train=dict(train),
+        )
+        features = FeatureConfig(backbone=BACKBONE, image_size=SMALL_SIZE)
+        return runner.run_bench(manifest, tmp_path / "out", features=features, config=config)
+
+    # Jobs: knn-vote at seeds 0 and 1, then raw-features once. Stopped before the last:
+    stop_after = 2
+    with pytest.raises(KeyboardInterrupt):
+        bench()
+    assert len(list((tmp_path / "out/work/runs").glob("*.json"))) == 2
+    # Another option: nothing of the interrupted run is reused.
+    stop_after, ran = None, []
+    assert bench(epochs=3).results["resumed_jobs"] == 0 and len(ran) == 3
+    assert not (tmp_path / "out/work").exists()
+    # The same command after an interruption runs only the job left.
+    stop_after, ran = 2, []
+    with pytest.raises(KeyboardInterrupt):
+        bench()
+    stop_after, ran = None, []
+    result = bench()
+    assert ran == ["raw-features  0"]
+    assert result.results["resumed_jobs"] == 2 and result.results["errors"] == []
+    assert "2 job(s) were kept from an interrupted one" in result.markdown
+    assert not (tmp_path / "out/work").exists()
+    # A finished run leaves nothing to resume: the same command runs every job again.
+    ran = []
+    assert bench().results["resumed_jobs"] == 0 and len(ran) == 3

@@ -94,7 +94,12 @@ def render_markdown(summary: pd.DataFrame, results: dict[str, Any]) -> str:
         f"{results['rows']['test']} clean test rows, {len(results['classes'])} classes; "
         f"backbone `{results['backbone']}` at {results['image_size']} px; "
         f"{results['seeds']} seed(s); every figure is mean ± std over seeds. "
-        f"Total wall time {results['seconds_total'] / 60:.1f} min.",
+        f"Total wall time {results['seconds_total'] / 60:.1f} min"
+        + (
+            f" (this run's; {results['resumed_jobs']} job(s) were kept from an interrupted one)."
+            if results.get("resumed_jobs")
+            else "."
+        ),
         "",
     ]
     cost_methods = {

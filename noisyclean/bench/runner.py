@@ -9,10 +9,17 @@ RSS are its own. The runs are summarised and written as ``results.json``, plus
 An open-set setting (``openset:RATE``, ``noisyclean.bench.openset``) keeps other rows
 and K − 2 classes: its noisy-label jobs see its view of the workspace, and the
 clean-label methods run once more (per seed) on the in-set rows alone for it.
+
+A run is resumable: each finished job's figures are kept in ``OUT/work/runs/`` until
+the report is written, under a fingerprint of everything the jobs read (features,
+labels, split, noise settings and matrices, seeds, options, version). Run the same
+command again after an interruption and only the unfinished jobs run; a changed input
+starts afresh.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import shutil
 import subprocess
@@ -172,7 +179,9 @@ def prepare_workspace(
                 np.save(work / f"labels-{tag}.npy", view.labels)
                 continue
             y = true.copy()
-            y[train] = apply_noise(noise, y[train], len(classes), seed=seed, features=x[train])
+            y[train] = apply_noise(
+                noise, y[train], len(classes), seed=seed, features=x[train], classes=classes
+            )
             np.save(work / f"labels-{tag}.npy", y)
     return views
 
@@ -244,6 +253,33 @@ def _jobs(config: BenchConfig, work: Path) -> list[Job]:
     return jobs
 
 
+def _fingerprint(
+    x: np.ndarray,
+    true: np.ndarray,
+    train: np.ndarray,
+    classes: Sequence[str],
+    config: BenchConfig,
+) -> str:
+    """A hash of everything the jobs read: a resumed run may reuse a job's figures only
+    when it matches."""
+    h = hashlib.blake2b(digest_size=16)
+    for array in (x, true, train):
+        h.update(np.ascontiguousarray(array).tobytes())
+    h.update(json.dumps([__version__, list(classes), config.seeds]).encode())
+    h.update(json.dumps([config.confidence, config.train], sort_keys=True, default=str).encode())
+    for noise in config.noises:
+        h.update(str(noise).encode())
+        if noise.matrix is not None:
+            h.update(Path(noise.matrix).read_bytes())
+    return h.hexdigest()
+
+
+def _job_file(runs: Path, job: Job) -> Path:
+    """Where a finished job's figures are kept while the run lasts."""
+    key = hashlib.blake2b(job.to_json().encode(), digest_size=12).hexdigest()
+    return runs / f"{job.method}-{job.tag or 'clean'}-{key}.json"
+
+
 def _run_job(job: Job) -> dict[str, Any]:
     proc = subprocess.run(
         [sys.executable, "-m", "noisyclean.bench.worker", job.to_json()],
@@ -296,23 +332,33 @@ def run_bench(
     out_dir.mkdir(parents=True, exist_ok=True)
     work = out_dir / "work"
     train = ~test[ok]
+    names = [str(c) for c in classes]
+    fingerprint = _fingerprint(feats.values[ok], true[ok], train, names, config)
+    stamp = work / "fingerprint.json"
+    if not stamp.exists() or json.loads(stamp.read_text()).get("fingerprint") != fingerprint:
+        shutil.rmtree(work, ignore_errors=True)  # another run's: nothing to reuse
     views = prepare_workspace(
-        work,
-        feats.values[ok],
-        true[ok],
-        train,
-        [str(c) for c in classes],
-        config.noises,
-        config.seeds,
+        work, feats.values[ok], true[ok], train, names, config.noises, config.seeds
     )
+    runs_dir = work / "runs"
+    runs_dir.mkdir(exist_ok=True)
+    write_json(stamp, {"fingerprint": fingerprint})
 
     throughput = _throughput(manifest, features, config.throughput_images)
     jobs = _jobs(config, work)
     runs: list[dict[str, Any]] = []
+    resumed = 0
     for i, job in enumerate(jobs):
-        if job_progress:
-            job_progress(i, len(jobs), f"{job.method} {job.tag}".strip())
-        result = _run_job(job)
+        saved = _job_file(runs_dir, job)
+        if saved.exists():
+            result = json.loads(saved.read_text())
+            resumed += 1
+        else:
+            if job_progress:
+                job_progress(i, len(jobs), f"{job.method} {job.tag}".strip())
+            result = _run_job(job)
+            if "error" not in result:
+                write_json(saved, result)
         setting = next((str(n) for n in config.noises if job.tag == n.tag(job.seed)), "")
         runs.append(
             {"method": job.method, "noise": setting, "seed": job.seed, "view": job.view, **result}
@@ -336,6 +382,7 @@ def run_bench(
         "train_options": config.train,
         "throughput": throughput,
         "seconds_total": time.perf_counter() - started,
+        "resumed_jobs": resumed,
         "errors": errors,
         "runs": runs,
         "summary": summary.to_dict(orient="records"),
