@@ -29,6 +29,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from noisyclean.bench import FASHION_MNIST_CLASSES
+
 CIFAR10 = (
     "airplane",
     "automobile",
@@ -40,19 +42,6 @@ CIFAR10 = (
     "horse",
     "ship",
     "truck",
-)
-#: Fashion-MNIST's classes in their official index order (examples/make_fashion_mnist.py).
-FASHION_MNIST = (
-    "T-shirt_top",
-    "Trouser",
-    "Pullover",
-    "Dress",
-    "Coat",
-    "Sandal",
-    "Shirt",
-    "Sneaker",
-    "Bag",
-    "Ankle_boot",
 )
 WORKERS = ("random_label1", "random_label2", "random_label3")
 
@@ -96,7 +85,7 @@ def matrix_csv(counts: np.ndarray, source: str, n_images: int) -> str:
         f"# Mean flip probability {1 - np.diag(probs).mean():.4f}; counts "
         "(rows: CIFAR-10 true class " + ", ".join(CIFAR10) + "):",
         *("#   " + ",".join(str(int(v)) for v in row) for row in counts),
-        ",".join(FASHION_MNIST),
+        ",".join(FASHION_MNIST_CLASSES),
         *(",".join(f"{v:.17g}" for v in row) for row in probs),
     ]
     return "\n".join(lines) + "\n"

@@ -27,20 +27,9 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from noisyclean.bench import FASHION_MNIST_CLASSES
 from noisyclean.bench.noise import apply_noise, parse_noise
 
-CLASS_NAMES = (
-    "T-shirt_top",
-    "Trouser",
-    "Pullover",
-    "Dress",
-    "Coat",
-    "Sandal",
-    "Shirt",
-    "Sneaker",
-    "Bag",
-    "Ankle_boot",
-)
 DEFAULT_SOURCE = Path("/usr/share/datasets/fashion-mnist")
 # (split, image file, label file, rows in the official set)
 SPLITS = (
@@ -174,10 +163,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             given = apply_noise(
                 args.noise,
                 true,
-                len(CLASS_NAMES),
+                len(FASHION_MNIST_CLASSES),
                 seed=args.seed,
                 features=features,
-                classes=CLASS_NAMES,
+                classes=FASHION_MNIST_CLASSES,
             )
             n_noisy = int((given != true).sum())
         (out / "images" / split).mkdir(parents=True, exist_ok=True)
@@ -188,9 +177,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                 {
                     "id": f"{split}-{i:05d}",
                     "path": rel,
-                    "label": CLASS_NAMES[g],
+                    "label": FASHION_MNIST_CLASSES[g],
                     "split": split,
-                    "true_label": CLASS_NAMES[t],
+                    "true_label": FASHION_MNIST_CLASSES[t],
                 }
             )
     write_pngs(jobs, workers=args.workers)

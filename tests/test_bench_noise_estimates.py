@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from noisyclean.bench import FASHION_MNIST_CLASSES
 from noisyclean.bench.methods import (
     METHODS,
     Job,
@@ -30,20 +31,7 @@ from noisyclean.bench.runner import (
     prepare_workspace,
 )
 
-#: Fashion-MNIST's classes in their official index order.
-FASHION = (
-    "T-shirt_top",
-    "Trouser",
-    "Pullover",
-    "Dress",
-    "Coat",
-    "Sandal",
-    "Shirt",
-    "Sneaker",
-    "Bag",
-    "Ankle_boot",
-)
-CLASSES = sorted(FASHION)
+CLASSES = sorted(FASHION_MNIST_CLASSES)
 PER_CLASS = 30
 NOISE_FIGURES = ("noise_est", "noise_true", "noise_err", "class_err_max")
 TINY = {"confidence": {"folds": 2, "epochs": 2}, "train": {"epochs": 1, "device": "cpu"}}

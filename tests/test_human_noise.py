@@ -13,6 +13,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from noisyclean.bench import FASHION_MNIST_CLASSES
 from noisyclean.bench.noise import apply_noise, parse_noise
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -29,6 +30,15 @@ def _load() -> ModuleType:
 
 
 human = _load()
+
+
+def _script(labels: Path, out: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, str(SCRIPT), str(labels), "-o", str(out)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
 
 
 def _labels(path: Path) -> pd.DataFrame:
@@ -63,16 +73,11 @@ def test_written_matrix_is_a_transition_spec_in_the_data_order(tmp_path: Path) -
         {"clean_label": clean, **{w: workers[i] for i, w in enumerate(human.WORKERS)}}
     ).to_csv(tmp_path / "labels.csv", index=False)
     out = tmp_path / "matrix.csv"
-    done = subprocess.run(
-        [sys.executable, str(SCRIPT), str(tmp_path / "labels.csv"), "-o", str(out)],
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    done = _script(tmp_path / "labels.csv", out)
     assert done.returncode == 0, done.stderr
     spec = parse_noise(f"transition:{out}")
     assert spec.rate == pytest.approx(1 / 3 / 10)
-    classes = sorted(human.FASHION_MNIST)
+    classes = sorted(FASHION_MNIST_CLASSES)
     matrix = spec.load_matrix(classes)
     dress, sandal = classes.index("Dress"), classes.index("Sandal")  # CIFAR-10's cat, dog
     expected = np.eye(10)
@@ -82,12 +87,7 @@ def test_written_matrix_is_a_transition_spec_in_the_data_order(tmp_path: Path) -
 
 def test_a_class_without_images_is_refused(tmp_path: Path) -> None:
     _labels(tmp_path / "labels.csv")
-    done = subprocess.run(
-        [sys.executable, str(SCRIPT), str(tmp_path / "labels.csv"), "-o", str(tmp_path / "m.csv")],
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    done = _script(tmp_path / "labels.csv", tmp_path / "m.csv")
     assert done.returncode != 0
     assert "no images of class 1 (automobile)" in done.stderr
     assert not (tmp_path / "m.csv").exists()
@@ -97,12 +97,7 @@ def test_bad_labels_file_is_one_line(tmp_path: Path) -> None:
     frame = _labels(tmp_path / "labels.csv")
     frame.loc[3, "random_label2"] = 11
     frame.to_csv(tmp_path / "labels.csv", index=False)
-    done = subprocess.run(
-        [sys.executable, str(SCRIPT), str(tmp_path / "labels.csv"), "-o", str(tmp_path / "m.csv")],
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    done = _script(tmp_path / "labels.csv", tmp_path / "m.csv")
     assert done.returncode != 0
     assert done.stderr.strip() == f"{tmp_path / 'labels.csv'}: row 5 has a label outside 0-9"
     assert not (tmp_path / "m.csv").exists()
@@ -112,10 +107,10 @@ def test_committed_matrix_loads_in_the_bench_order_and_flips_like_people() -> No
     spec = parse_noise(f"transition:{COMMITTED}")
     # CIFAR-10N's individual workers are wrong about 17-18% of the time.
     assert 0.12 < spec.rate < 0.25
-    classes = sorted(human.FASHION_MNIST)  # the bench's order: sorted names
+    classes = sorted(FASHION_MNIST_CLASSES)  # the bench's order: sorted names
     matrix = spec.load_matrix(classes)
     np.testing.assert_allclose(matrix.sum(axis=1), 1.0, atol=1e-9)
-    official = [classes.index(name) for name in human.FASHION_MNIST]
+    official = [classes.index(name) for name in FASHION_MNIST_CLASSES]
     # In the official order it is CIFAR-10's matrix: cat (3) goes to dog (5) more than
     # to anything else, and automobile (1) to truck (9).
     by_index = matrix[np.ix_(official, official)]
