@@ -155,3 +155,16 @@ def test_markdown_has_the_noise_estimate_table_and_the_openset_note() -> None:
     )
     assert "| cleanlab | – | – | -1.00 ± 0.00 | – | – | – |" in md
     assert "Open set: Shirt and Sandal are held out of the label set (K = 8); 2 of the 82 " in md
+
+
+def test_printed_goals_are_the_report_goals() -> None:
+    from noisyclean import reporting
+
+    results = json.loads((DOCS / "results.json").read_text())
+    with reporting.out.capture() as captured:
+        reporting.bench_summary(pd.DataFrame(results["summary"]), results, DOCS)
+    printed = " ".join(captured.get().split())
+    goal_lines = (DOCS / "results.md").read_text().split("## Goals")[1].strip().splitlines()
+    assert any("mean paired difference" in line for line in goal_lines)
+    for line in goal_lines:
+        assert " ".join(line.removeprefix("- ").split()) in printed

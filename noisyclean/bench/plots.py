@@ -37,10 +37,15 @@ def write_plots(
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    # Recall@1 of each loss against the noise rate, one line per (loss, noise kind).
-    fig, ax = plt.subplots(figsize=(6, 4))
-    for loss in (*LOSSES, "proxy-anchor-clean"):
-        for kind in sorted({n.kind for n in noises}):
+    # Recall@1 of each loss against the noise rate: a colour per loss, a marker per
+    # noise kind (a line joins one kind's rates), the legend beside the axes.
+    fig, ax = plt.subplots(figsize=(7.5, 4))
+    kinds = sorted({n.kind for n in noises})
+    markers = dict(zip(kinds, "osD^vP*X", strict=False))
+    losses = (*LOSSES, "proxy-anchor-clean")
+    colours = {loss: f"C{i}" for i, loss in enumerate(losses)}
+    for loss in losses:
+        for kind in kinds:
             pts = sorted(
                 (n.rate, _mean(summary, str(n), loss, "recall@1")) for n in noises if n.kind == kind
             )
@@ -49,15 +54,22 @@ def write_plots(
                 ax.plot(
                     [p[0] for p in pts],
                     [100 * p[1] for p in pts],
-                    marker="o",
-                    label=f"{loss} ({kind})",
+                    marker=markers[kind],
+                    color=colours[loss],
+                    alpha=0.85,
                 )
+    from matplotlib.lines import Line2D
+
+    by_loss = [Line2D([], [], color=colours[x], label=x) for x in losses]
+    by_kind = [
+        Line2D([], [], color="grey", marker=markers[k], linestyle="", label=k) for k in kinds
+    ]
+    ax.legend(handles=by_loss + by_kind, fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1))
     ax.set_xlabel("noise rate")
     ax.set_ylabel("Recall@1 on clean test rows (%)")
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=7)
     fig.tight_layout()
-    fig.savefig(out_dir / "recall_vs_noise.png", dpi=120)
+    fig.savefig(out_dir / "recall_vs_noise.png", dpi=120, bbox_inches="tight")
     plt.close(fig)
 
     # Precision-recall curves of the detectors, one panel per noise setting.
