@@ -124,6 +124,9 @@ VARIANTS: dict[str, tuple[str, dict[str, object], Patch]] = {
     "spa-soft": ("smooth-proxy-anchor", {"positives": "soft"}, _none),
     "spa-proxyinit": ("smooth-proxy-anchor", {}, _confident_proxies(0.0)),
     "spa-proxyema": ("smooth-proxy-anchor", {}, _confident_proxies(0.05)),
+    # A wider embedding, for both losses (compared with each other, not with E = 128).
+    "multi-similarity-e512": ("multi-similarity", {"embedding_dim": 512}, _none),
+    "spa-e512": ("smooth-proxy-anchor", {"embedding_dim": 512}, _none),
 }
 
 
