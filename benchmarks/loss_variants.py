@@ -127,6 +127,7 @@ VARIANTS: dict[str, tuple[str, dict[str, object], Patch]] = {
     # A wider embedding, for both losses (compared with each other, not with E = 128).
     "multi-similarity-e512": ("multi-similarity", {"embedding_dim": 512}, _none),
     "spa-e512": ("smooth-proxy-anchor", {"embedding_dim": 512}, _none),
+    "spa-e512-proxyinit": ("smooth-proxy-anchor", {"embedding_dim": 512}, _confident_proxies(0.0)),
 }
 
 
