@@ -342,3 +342,17 @@ def test_transition_matrix_names_and_shape_must_agree(tmp_path: Path) -> None:
     path.write_text("cat,dog\n1,0,0\n0,1,0\n0,0,1\n")
     with pytest.raises(ValueError, match="2 class names but a"):
         parse_noise(f"transition:{path}")
+
+
+def test_transition_matrix_header_may_name_classes_by_number(tmp_path: Path) -> None:
+    path = tmp_path / "numbers.csv"
+    path.write_text("2,10,1\n1,0,0\n0,1,0\n0.5,0,0.5\n")
+    spec = parse_noise(f"transition:{path}")
+    assert spec.rate == pytest.approx(0.5 / 3)
+    # The data's classes "1", "10", "2" (sorted as text): class "1" is the file's last row.
+    expected = np.array([[0.5, 0.0, 0.5], [0.0, 1.0, 0.0], [0.0, 0.0, 1.0]])
+    np.testing.assert_array_equal(spec.load_matrix(["1", "10", "2"]), expected)
+    # Without the header row the same numbers are a plain matrix, in sorted order.
+    path.write_text("1,0,0\n0,1,0\n0.5,0,0.5\n")
+    plain = parse_noise(f"transition:{path}")
+    assert plain.load_matrix()[2, 0] == 0.5

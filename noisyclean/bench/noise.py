@@ -17,7 +17,8 @@ Noise settings as the bench's ``--noise`` spells them (:func:`parse_noise`):
 - ``transition:MATRIX.csv``: each row's label is drawn from its class's row of a K×K
   row-stochastic matrix; ``#`` lines are comments, and a first row of class names puts
   the matrix in the data's class order (without one, rows are in the bench's sorted
-  order);
+  order; a first row followed by K rows of K numbers is a header even when its names
+  are numbers);
 - ``openset:RATE``: open-set noise. Two classes are held out of the label set (the
   outlier benchmark's first pair, ``noisyclean.bench.outliers.DEFAULT_PAIRS``), and
   ``RATE`` of the train rows are images of them under uniformly random in-set labels:
@@ -313,7 +314,7 @@ class NoiseSpec:
         try:
             lines = Path(self.matrix).read_text(encoding="utf-8").splitlines()
             rows = [x for x in lines if x.strip() and not x.lstrip().startswith("#")]
-            names = _class_header(rows[0]) if rows else None
+            names = _class_header(rows) if rows else None
             m = np.loadtxt(rows[1:] if names else rows, delimiter=",", dtype=np.float64, ndmin=2)
         except (OSError, UnicodeDecodeError, ValueError) as err:
             first = (str(err).splitlines() or [type(err).__name__])[0]
@@ -323,14 +324,16 @@ class NoiseSpec:
         return m, names
 
 
-def _class_header(line: str) -> list[str] | None:
-    """The class names of a matrix file's first row, or None when it holds numbers."""
-    cells = [c.strip() for c in line.split(",")]
+def _class_header(rows: Sequence[str]) -> list[str] | None:
+    """The class names in a matrix file's first row, or None when it has none: the row
+    is a header when it is not all numbers, or when a K×K matrix follows it (so classes
+    named by numbers can be named too)."""
+    cells = [c.strip() for c in rows[0].split(",")]
     try:
         [float(c) for c in cells]
     except ValueError:
         return cells
-    return None
+    return cells if len(rows) == len(cells) + 1 else None
 
 
 def parse_noise(spec: str) -> NoiseSpec:
