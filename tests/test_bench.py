@@ -24,6 +24,7 @@ from noisyclean.bench.noise import parse_noise
 from noisyclean.bench.report import DETECTORS, RETRIEVERS
 from noisyclean.bench.runner import BenchConfig, _jobs, _stratified_holdout
 from noisyclean.cli import app
+from noisyclean.errors import NoisyCleanError
 from noisyclean.features import FeatureConfig, Features
 from noisyclean.manifest import Manifest
 
@@ -255,3 +256,24 @@ def test_an_interrupted_bench_resumes_with_the_jobs_it_finished(
     # A finished run leaves nothing to resume: the same command runs every job again.
     ran = []
     assert bench().results["resumed_jobs"] == 0 and len(ran) == 3
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        ("a,b,x\n1,0,0\n0,1,0\n0,0,1\n", r"do not match the data's \(first difference: 'c'\)"),
+        ("1,0\n0,1\n", "2×2, but the data has 3 classes"),
+    ],
+    ids=["names", "size"],
+)
+def test_bench_refuses_a_matrix_that_does_not_fit_the_data_before_any_work(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, content: str, message: str
+) -> None:
+    manifest = _fake_inputs(monkeypatch, tmp_path)
+    monkeypatch.setattr(runner, "extract_features", lambda *a, **k: pytest.fail("features read"))
+    (tmp_path / "matrix.csv").write_text(content)
+    config = BenchConfig(noises=(parse_noise(f"transition:{tmp_path / 'matrix.csv'}"),), seeds=1)
+    features = FeatureConfig(backbone=BACKBONE, image_size=SMALL_SIZE)
+    with pytest.raises(NoisyCleanError, match=message) as err:
+        runner.run_bench(manifest, tmp_path / "out", features=features, config=config)
+    assert "\n" not in str(err.value) and not (tmp_path / "out").exists()

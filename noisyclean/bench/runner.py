@@ -253,6 +253,22 @@ def _jobs(config: BenchConfig, work: Path) -> list[Job]:
     return jobs
 
 
+def _check_matrices(noises: Sequence[NoiseSpec], classes: Sequence[str]) -> None:
+    """Each transition matrix fits the data's classes (names and size), before any work."""
+    for noise in noises:
+        if noise.kind != "transition":
+            continue
+        try:
+            m = noise.load_matrix(classes)
+        except ValueError as err:
+            raise NoisyCleanError(str(err)) from None
+        if m.shape != (len(classes), len(classes)):
+            raise NoisyCleanError(
+                f"transition matrix {noise.matrix}: {m.shape[0]}×{m.shape[1]}, but the data "
+                f"has {len(classes)} classes"
+            )
+
+
 def _fingerprint(
     x: np.ndarray,
     true: np.ndarray,
@@ -316,9 +332,10 @@ def run_bench(
     clean_col = "true_label" if "true_label" in df.columns else "label"
     if df[clean_col].isna().any():
         raise NoisyCleanError(f"{manifest.source.name}: '{clean_col}' is empty on some rows")
+    classes = sorted(df[clean_col].unique())
+    _check_matrices(config.noises, [str(c) for c in classes])
     feats = extract_features(manifest, features, progress=feature_progress)
     ok = feats.status == "ok"
-    classes = sorted(df[clean_col].unique())
     true = pd.Categorical(df[clean_col], categories=classes).codes.astype(np.int64)
     has_split = (df["split"] == "test").any()
     test = (
