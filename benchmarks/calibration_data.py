@@ -62,13 +62,15 @@ def main() -> None:
     for seed in range(a.seeds):
         for spec in a.noise or NOISES:
             noise = parse_noise(spec)
-            tag = f"{spec.replace(':', '-')}-seed{seed}"
+            tag = noise.tag(seed).removesuffix(f"-s{seed}") + f"-seed{seed}"
             path = a.out / f"{tag}.npz"
             if path.exists():
                 continue
             t0 = time.perf_counter()
             y = true.copy()
-            y[train] = apply_noise(noise, y[train], k, seed=seed, features=x[train])
+            y[train] = apply_noise(
+                noise, y[train], k, seed=seed, features=x[train], classes=[str(c) for c in classes]
+            )
             conf = score_confidences(
                 x, y, train=train, n_classes=k, config=ConfidenceConfig(seed=seed)
             )
