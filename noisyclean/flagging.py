@@ -24,6 +24,13 @@ Labels", JAIR 2021, with the changes measured in ``docs/design.md`` (§4.2, §5)
 4. The overall estimate gets a 95% interval from a bootstrap over rows (the joint's
    cells resampled, thresholds held), and the flagged set an expected precision: the
    mean of ``1 − support`` over it.
+5. Each class's estimate moves toward the overall one by the share ``B`` of the
+   classes' scatter that sampling alone explains (empirical Bayes), but never by more
+   than its own bootstrap standard deviation (Efron and Morris's limited translation):
+   where every class has about the same noise their differences are sampling and
+   shrink; a class far from the rest keeps its distance, less one standard deviation at
+   most, so a few dirty classes among many still show. The total, and so the flags, do
+   not move.
 """
 
 from __future__ import annotations
@@ -56,6 +63,9 @@ class Flags:
         noise_interval: its 95% bootstrap interval (low, high).
         expected_precision: the mean of 1 - support over the flagged rows (NaN for none).
         budget: the number of rows asked for instead of the estimate, or None.
+        shrinkage: B, the share of the per-class estimates' scatter that sampling
+            explains, by which each moved toward the overall estimate (at most by its own
+            standard deviation).
         joint: (P, 3) the confident joint's nonzero cells as rows of (given label,
             confident class, count), sorted: sparse, since K may be in the thousands.
     """
@@ -71,6 +81,7 @@ class Flags:
     noise_interval: tuple[float, float]
     expected_precision: float
     budget: int | None
+    shrinkage: float
     joint: np.ndarray
 
     def summary(self) -> dict[str, float | int | None]:
@@ -195,6 +206,9 @@ def sparse_flags(
     flagged[np.argsort(support, kind="stable")[:n_flag]] = True
     noise_rate = np.divide(n_wrong, counts, out=np.zeros(n_classes), where=counts > 0)
     low, high, interval = _bootstrap(joint, counts, reached, n_classes, seed)
+    overall = float(n_wrong.sum() / n) if n else 0.0
+    shrinkage, move = _limited_shrink(noise_rate, low, high, counts > 0, overall)
+    noise_rate, low, high = (np.clip(v + move, 0.0, 1.0) for v in (noise_rate, low, high))
     return Flags(
         flagged=flagged,
         support=support,
@@ -203,12 +217,34 @@ def sparse_flags(
         noise_rate=noise_rate,
         noise_low=low,
         noise_high=high,
-        noise=float(n_wrong.sum() / n) if n else 0.0,
+        noise=overall,
         noise_interval=interval,
         expected_precision=float(1.0 - support[flagged].mean()) if n_flag else float("nan"),
         budget=budget,
+        shrinkage=shrinkage,
         joint=joint,
     )
+
+
+def _limited_shrink(
+    rates: np.ndarray, low: np.ndarray, high: np.ndarray, present: np.ndarray, overall: float
+) -> tuple[float, np.ndarray]:
+    """B and each class's move toward ``overall``: ``B·(overall − rate)``, at most its
+    standard deviation either way (0 for absent classes).
+
+    ``B = s² / (s² + τ²)``: s² the mean sampling variance of the present classes'
+    estimates (their 95% bootstrap intervals read as ±1.96 sd), τ² their mean squared
+    distance from ``overall`` less s² (at least 0). B is 0 with fewer than two classes.
+    """
+    move = np.zeros(len(rates))
+    if present.sum() < 2:
+        return 0.0, move
+    sd = (high - low) / (2 * 1.96)
+    s2 = float(np.mean(sd[present] ** 2))
+    tau2 = max(float(np.mean((rates[present] - overall) ** 2)) - s2, 0.0)
+    b = s2 / (s2 + tau2) if s2 + tau2 > 0 else 0.0
+    move[present] = np.clip(b * (overall - rates[present]), -sd[present], sd[present])
+    return b, move
 
 
 def _class_quantiles(

@@ -3,7 +3,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from noisyclean.flagging import THRESHOLD_QUANTILE, confident_flags, sparse_flags
+from noisyclean.flagging import THRESHOLD_QUANTILE, Flags, confident_flags, sparse_flags
 
 # Six rows, four classes (no row is labelled 3). Scores need not sum to 1.
 # Thresholds, the upper quartile (linear) of each class's own scores:
@@ -21,6 +21,15 @@ SCORES = np.array(
 LABELS = np.array([0, 0, 0, 1, 1, 2])
 
 
+def assert_estimates(flags: Flags, raw: np.ndarray) -> None:
+    """The reported per-class estimates are the raw ones moved toward the overall one
+    by at most one bootstrap standard deviation each (the interval moves with them)."""
+    sd = (flags.noise_high - flags.noise_low) / (2 * 1.96)
+    moved = flags.noise_rate - np.asarray(raw, dtype=float)
+    assert np.all(np.abs(moved) <= sd + 1e-9), (flags.noise_rate, raw, sd)
+    assert np.all(moved * (flags.noise - np.asarray(raw)) >= -1e-12)  # toward the overall
+
+
 def test_constructed_example() -> None:
     flags = confident_flags(SCORES, LABELS, 4)
     np.testing.assert_allclose(flags.thresholds, [0.8, 0.55, 0.5, 1.0])
@@ -33,7 +42,8 @@ def test_constructed_example() -> None:
     # t_0, half of which are clean by that estimate: class-0 rows reach t_0 at a rate of
     # 2/3, so the (0, 0) cell counts 1 / (2/3) = 1.5 rows; class 1's and 2's rows reach
     # theirs at a rate of 1. Class 0: 1 / 2.5 of 3 rows = 1.2 -> 1; class 1: 1 of 2.
-    np.testing.assert_allclose(flags.noise_rate, [1 / 3, 1 / 2, 0.0, 0.0])
+    assert_estimates(flags, [1 / 3, 1 / 2, 0.0, 0.0])
+    assert flags.noise_rate[3] == 0.0  # no rows: no estimate to move
     assert flags.noise == pytest.approx(2 / 6)
     np.testing.assert_allclose(
         flags.support, [0.9 / 1.89, 0.7 / 0.9, 0.2, 0.6 / 0.9, 0.4 / 1.3, 0.5]
@@ -75,7 +85,7 @@ def test_per_class_thresholds_catch_a_class_that_never_scores_high() -> None:
     assert flags.confident_class.tolist() == [0, 0, 1, 1, -1]
     # Half the rows labelled 1 reach t_1 and none is wrong by the unweighted joint, so
     # row 2 counts as two class-1 rows against class 0's two: 1.5 -> 2 of class 0's 3.
-    np.testing.assert_allclose(flags.noise_rate, [2 / 3, 0.0])
+    assert_estimates(flags, [2 / 3, 0.0])
     # Two rows are flagged, the least supported of all: class 1's near-ties (support 0.5
     # and 0.54) come before row 2 (0.64). The estimate says how many, support says which.
     assert flags.flagged.tolist() == [False, False, False, True, True]
@@ -112,7 +122,7 @@ def test_flagged_rows_are_the_least_supported_of_all(seed: int) -> None:
     weighted = joint / rate[None, :]
     share = (weighted.sum(1) - np.diag(weighted)) / weighted.sum(1)
     expected = np.rint(share * counts)
-    np.testing.assert_allclose(flags.noise_rate, expected / counts)
+    assert_estimates(flags, expected / counts)
     assert flags.flagged.sum() == expected.sum()
     assert flags.noise == pytest.approx(expected.sum() / 300)
     assert joint.sum() == (flags.confident_class >= 0).sum()
@@ -130,8 +140,8 @@ def test_clean_one_hot_scores_flag_nothing_and_swapped_rows_are_flagged(seed: in
     flags = confident_flags(scores, given, 5)
     assert set(np.flatnonzero(flags.flagged)) == set(wrong)
     assert (flags.confident_class == true).all()
-    for j in range(5):
-        assert flags.noise_rate[j] == pytest.approx((given[wrong] == j).sum() / (given == j).sum())
+    truth = np.array([(given[wrong] == j).sum() / (given == j).sum() for j in range(5)])
+    assert_estimates(flags, truth)
     want = np.zeros((5, 5), dtype=int)
     np.add.at(want, (given, true), 1)
     np.testing.assert_array_equal(flags.dense_joint(), want)
@@ -230,3 +240,43 @@ def test_summary_is_json_ready() -> None:
     assert summary["flagged"] == 2 and summary["budget"] == 2
     assert summary["noise"] == pytest.approx(2 / 6, abs=1e-6)
     assert summary["noise_low"] <= summary["noise"] <= summary["noise_high"]
+
+
+def _noisy(rates: np.ndarray, per_class: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Perfect one-hot scores of the true classes, and labels: ``per_class`` rows carry
+    each label c, ``rates[c]`` of them (exactly) images of another class."""
+    rng = np.random.default_rng(seed)
+    k = len(rates)
+    given = np.repeat(np.arange(k), per_class)
+    true = given.copy()
+    for c in range(k):
+        rows = rng.choice(
+            np.flatnonzero(given == c), size=round(rates[c] * per_class), replace=False
+        )
+        true[rows] = (c + rng.integers(1, k, size=len(rows))) % k
+    return np.eye(k)[true] * 0.8 + 0.05, given
+
+
+def test_equal_noise_shrinks_the_classes_scatter_toward_the_overall_estimate() -> None:
+    # Every class about 20% wrong: the differences are within sampling error.
+    rates = np.array([0.17, 0.23, 0.2, 0.19, 0.21, 0.2, 0.18, 0.22, 0.2, 0.2])
+    scores, given = _noisy(rates, 400, seed=0)
+    flags = confident_flags(scores, given, 10)
+    wrong = scores.argmax(axis=1) != given
+    raw = np.bincount(given[wrong], minlength=10) / np.bincount(given, minlength=10)
+    assert flags.shrinkage > 0.5  # the scatter is mostly sampling
+    assert_estimates(flags, raw)
+    assert np.abs(flags.noise_rate - flags.noise).max() < np.abs(raw - flags.noise).max()
+    assert flags.flagged.sum() == wrong.sum()  # the total, and the flags, do not move
+
+
+def test_a_few_dirty_classes_among_many_keep_their_distance() -> None:
+    rates = np.full(100, 0.05)
+    rates[[3, 40]] = 0.4
+    scores, given = _noisy(rates, 60, seed=1)
+    flags = confident_flags(scores, given, 100)
+    sd = (flags.noise_high - flags.noise_low) / (2 * 1.96)
+    # Plain shrinkage would pull them a third of the way to the average (B = 0.36); here
+    # they move by at most one standard deviation and stay far above every other class.
+    assert np.all(flags.noise_rate[[3, 40]] >= 0.4 - sd[[3, 40]] - 1e-9)
+    assert flags.noise_rate[[3, 40]].min() > np.delete(flags.noise_rate, [3, 40]).max() + 0.2
