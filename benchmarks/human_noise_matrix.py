@@ -30,6 +30,7 @@ import numpy as np
 import pandas as pd
 
 from noisyclean.bench import FASHION_MNIST_CLASSES
+from noisyclean.bench.noise import parse_noise
 
 CIFAR10 = (
     "airplane",
@@ -115,7 +116,8 @@ def main() -> None:
     with os.fdopen(fd, "w", encoding="utf-8") as out:
         out.write(text)
     os.replace(tmp, args.output)
-    flips = 1 - np.diag(counts / counts.sum(axis=1, keepdims=True)).mean()
+    # Read back as the bench will: its rate is the mean flip probability.
+    flips = parse_noise(f"transition:{args.output}").rate
     print(f"wrote {args.output}: {len(frame)} images, mean flip probability {flips:.4f}")
 
 

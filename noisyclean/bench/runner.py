@@ -333,7 +333,8 @@ def run_bench(
     if df[clean_col].isna().any():
         raise NoisyCleanError(f"{manifest.source.name}: '{clean_col}' is empty on some rows")
     classes = sorted(df[clean_col].unique())
-    _check_matrices(config.noises, [str(c) for c in classes])
+    names = [str(c) for c in classes]
+    _check_matrices(config.noises, names)
     feats = extract_features(manifest, features, progress=feature_progress)
     ok = feats.status == "ok"
     true = pd.Categorical(df[clean_col], categories=classes).codes.astype(np.int64)
@@ -349,7 +350,6 @@ def run_bench(
     out_dir.mkdir(parents=True, exist_ok=True)
     work = out_dir / "work"
     train = ~test[ok]
-    names = [str(c) for c in classes]
     fingerprint = _fingerprint(feats.values[ok], true[ok], train, names, config)
     stamp = work / "fingerprint.json"
     if not stamp.exists() or json.loads(stamp.read_text()).get("fingerprint") != fingerprint:
