@@ -98,8 +98,69 @@ def _confident_proxies(rate: float) -> Patch:
     return patch
 
 
+def _pull_to_best(power: float) -> Patch:
+    """A row whose given label is doubted also pulls on its best class (Phase 1's argmax,
+    when that is not the given label) with ``m⁺ = (1 − S(C[x, y]))^power · S(C[x, best])``:
+    the doubt moves the pull from the given class to the believed one. One-hot
+    confidences of the given label leave it Proxy-Anchor (the best class is the label)."""
+
+    def patch() -> Callable[[], None]:
+        original = losses.SmoothProxyAnchorLoss.memberships
+
+        def memberships(self, labels, confidences):  # type: ignore[no-untyped-def]
+            m_pos, m_neg = original(self, labels, confidences)
+            smoothed = losses.smoothing(confidences, tau=self.tau, k=self.k)
+            best = confidences.argmax(dim=1)
+            rows = torch.arange(len(labels))
+            doubt = (1 - smoothed[rows, labels]) ** power
+            pull = torch.where(best != labels, doubt * smoothed[rows, best], 0.0)
+            m_pos = m_pos.clone()
+            m_pos[rows, best] = torch.maximum(m_pos[rows, best], pull)
+            return m_pos, m_neg
+
+        losses.SmoothProxyAnchorLoss.memberships = memberships  # type: ignore[method-assign]
+
+        def undo() -> None:
+            losses.SmoothProxyAnchorLoss.memberships = original  # type: ignore[method-assign]
+
+        return undo
+
+    return patch
+
+
 def _none() -> Callable[[], None]:
     return lambda: None
+
+
+#: Optimiser steps of the run about to start (set by ``main`` before each patch).
+_STEPS = {"total": 1}
+
+
+def _cosine_lr() -> Callable[[], None]:
+    """Every parameter group's learning rate decays from its own to 0 along a half cosine
+    over the run's steps (the trainer's AdamW, replaced for the run)."""
+    original = torch.optim.AdamW
+
+    class Cosine(original):  # type: ignore[misc, valid-type]
+        def __init__(self, *args, **kwargs):  # type: ignore[no-untyped-def]
+            super().__init__(*args, **kwargs)
+            self._base = [g["lr"] for g in self.param_groups]
+            self._t = 0
+
+        def step(self, closure=None):  # type: ignore[no-untyped-def]
+            out = super().step(closure)
+            self._t += 1
+            scale = 0.5 * (1 + np.cos(np.pi * min(self._t / _STEPS["total"], 1.0)))
+            for g, base in zip(self.param_groups, self._base, strict=True):
+                g["lr"] = base * scale
+            return out
+
+    torch.optim.AdamW = Cosine  # type: ignore[misc]
+
+    def undo() -> None:
+        torch.optim.AdamW = original  # type: ignore[misc]
+
+    return undo
 
 
 #: name -> (loss, TrainConfig changes, patch)
@@ -128,6 +189,29 @@ VARIANTS: dict[str, tuple[str, dict[str, object], Patch]] = {
     "multi-similarity-e512": ("multi-similarity", {"embedding_dim": 512}, _none),
     "spa-e512": ("smooth-proxy-anchor", {"embedding_dim": 512}, _none),
     "spa-e512-proxyinit": ("smooth-proxy-anchor", {"embedding_dim": 512}, _confident_proxies(0.0)),
+    # Issue 12, fifth session: scale, margin, length, proxy rate and a cosine schedule.
+    "spa-alpha24": ("smooth-proxy-anchor", {"alpha": 24.0}, _none),
+    "spa-alpha48": ("smooth-proxy-anchor", {"alpha": 48.0}, _none),
+    "spa-delta0.05": ("smooth-proxy-anchor", {"delta": 0.05}, _none),
+    "spa-delta0": ("smooth-proxy-anchor", {"delta": 0.0}, _none),
+    "spa-epochs10": ("smooth-proxy-anchor", {"epochs": 10}, _none),
+    "spa-epochs15": ("smooth-proxy-anchor", {"epochs": 15}, _none),
+    "spa-proxylr30": ("smooth-proxy-anchor", {"proxy_lr_mult": 30.0}, _none),
+    "spa-proxylr300": ("smooth-proxy-anchor", {"proxy_lr_mult": 300.0}, _none),
+    "spa-cosine": ("smooth-proxy-anchor", {}, _cosine_lr),
+    "multi-similarity-cosine": ("multi-similarity", {}, _cosine_lr),
+    "spa-alpha24-cosine": ("smooth-proxy-anchor", {"alpha": 24.0}, _cosine_lr),
+    "spa-alpha24-delta0": ("smooth-proxy-anchor", {"alpha": 24.0, "delta": 0.0}, _none),
+    "spa-alpha20": ("smooth-proxy-anchor", {"alpha": 20.0}, _none),
+    "spa-alpha28": ("smooth-proxy-anchor", {"alpha": 28.0}, _none),
+    "spa-alpha20-cosine": ("smooth-proxy-anchor", {"alpha": 20.0}, _cosine_lr),
+    "proxy-anchor-alpha24-cosine": ("proxy-anchor", {"alpha": 24.0}, _cosine_lr),
+    "spa-alpha16-cosine": ("smooth-proxy-anchor", {"alpha": 16.0}, _cosine_lr),
+    "spa-alpha12-cosine": ("smooth-proxy-anchor", {"alpha": 12.0}, _cosine_lr),
+    "proxy-anchor-alpha20-cosine": ("proxy-anchor", {"alpha": 20.0}, _cosine_lr),
+    "proxy-anchor-alpha16-cosine": ("proxy-anchor", {"alpha": 16.0}, _cosine_lr),
+    "spa-tobest": ("smooth-proxy-anchor", {}, _pull_to_best(1.0)),
+    "spa-tobest2": ("smooth-proxy-anchor", {}, _pull_to_best(2.0)),
 }
 
 
@@ -137,6 +221,7 @@ def main() -> None:
     ap.add_argument("--calib", type=Path, default=Path("data/calib"))
     ap.add_argument("-o", "--out", type=Path, default=Path("data/calib/variants.csv"))
     ap.add_argument("--variant", action="append", default=None)
+    ap.add_argument("--files", default="*-seed*", help="glob of the calibration files' stems")
     a = ap.parse_args()
     m = load_manifest(a.manifest)
     feats = extract_features(
@@ -158,7 +243,7 @@ def main() -> None:
         writer = csv.writer(fh)
         if new:
             writer.writerow(["file", "variant", "recall@1", "seconds"])
-        for path in sorted(a.calib.glob("*-seed*.npz")):
+        for path in sorted(a.calib.glob(f"{a.files}.npz")):
             d = np.load(path)
             y, true, train = d["noisy"], d["true"], d["train"]
             k = int(true.max()) + 1
@@ -171,6 +256,8 @@ def main() -> None:
                 dense = d["conf"] if loss == "smooth-proxy-anchor" else np.eye(k)[given]
                 top = TopClasses.from_dense(dense.astype(np.float32), given, width=k)
                 cfg = replace(TrainConfig(loss=loss, seed=seed, device="cpu"), **changes)
+                resolved = cfg.resolved(int(train.sum()))
+                _STEPS["total"] = (resolved.epochs or 1) * -(-int(train.sum()) // cfg.batch_size)
                 undo = patch()
                 t0 = time.perf_counter()
                 try:
