@@ -97,10 +97,12 @@ class TrainConfig:
         epochs: passes over the train rows; None: 20, scaled down above
             ``EPOCH_SCALE_ROWS`` train rows (``resolved``).
         batch_size: rows per step.
-        lr: AdamW learning rate of the head; proxies get ``lr * proxy_lr_mult``.
+        lr: AdamW learning rate of the head at the first step; proxies get
+            ``lr * proxy_lr_mult``. Both decay to 0 along a half cosine over the run.
         proxy_lr_mult: proxies' learning-rate multiplier.
         weight_decay: AdamW weight decay.
-        alpha: Proxy-Anchor scale α.
+        alpha: Proxy-Anchor scale α (20, not the published 32: measured with the
+            cosine schedule in docs/design.md §5).
         delta: Proxy-Anchor margin δ.
         tau: threshold τ of the smoothing function.
         k: sharpness k of the smoothing function.
@@ -119,7 +121,7 @@ class TrainConfig:
     lr: float = 3e-4
     proxy_lr_mult: float = 100.0
     weight_decay: float = 1e-4
-    alpha: float = 32.0
+    alpha: float = 20.0
     delta: float = 0.1
     tau: float = 0.5
     k: float = 20.0

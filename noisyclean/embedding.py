@@ -85,11 +85,15 @@ def train_head(
     if isinstance(proxies, nn.Parameter):
         groups.append({"params": [proxies], "lr": config.lr * config.proxy_lr_mult})
     opt = torch.optim.AdamW(groups, weight_decay=config.weight_decay)
+    # Every learning rate decays to 0 along a half cosine over the run's steps.
+    full, rest = divmod(len(train), config.batch_size)
+    steps = epochs * (full + (rest >= 2))
+    schedule = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=max(steps, 1))
     conf = confidences.relative() if config.renormalize else confidences
     head.train()
     for epoch in range(epochs):
         order = train[torch.randperm(len(train), generator=gen).numpy()]
-        total, steps = 0.0, 0
+        total, done = 0.0, 0
         for start in range(0, len(order), config.batch_size):
             batch = order[start : start + config.batch_size]
             if len(batch) < 2:
@@ -101,9 +105,10 @@ def train_head(
             loss = loss_fn(head(x), y, c)
             loss.backward()
             opt.step()
-            total, steps = total + float(loss.detach()), steps + 1
+            schedule.step()
+            total, done = total + float(loss.detach()), done + 1
         if progress:
-            progress(epoch + 1, epochs, total / max(steps, 1))
+            progress(epoch + 1, epochs, total / max(done, 1))
     head.eval()
     return head, loss_fn
 

@@ -45,6 +45,28 @@ def test_training_lowers_the_loss_and_separates_classes(loss: str) -> None:
     assert (y[sims.argmax(1)] == y).mean() > 0.9
 
 
+@pytest.mark.parametrize(("rows", "per_epoch"), [(400, 7), (385, 6)])
+def test_learning_rates_follow_a_half_cosine_to_zero(
+    monkeypatch: pytest.MonkeyPatch, rows: int, per_epoch: int
+) -> None:
+    """Head and proxies start at their own rates and decay along a half cosine that ends at
+    0 after the last step; a final batch of one row (skipped) is not counted."""
+    x, _, c = _data()
+    seen: list[list[float]] = []
+    step = torch.optim.AdamW.step
+
+    def recording(self: torch.optim.AdamW, *args: object, **kwargs: object) -> object:
+        seen.append([g["lr"] for g in self.param_groups])
+        return step(self, *args, **kwargs)
+
+    monkeypatch.setattr(torch.optim.AdamW, "step", recording)
+    cfg = TrainConfig(embedding_dim=8, epochs=3, batch_size=64, lr=1e-3, device="cpu")
+    train_head(x, c, rows=np.arange(rows), config=cfg)
+    total = 3 * per_epoch
+    cosine = 0.5 * (1 + np.cos(np.pi * np.arange(total) / total))
+    np.testing.assert_allclose(np.array(seen), np.outer(cosine, [1e-3, 1e-1]), rtol=1e-6)
+
+
 def test_same_seed_same_head() -> None:
     x, _, c = _data()
     cfg = TrainConfig(embedding_dim=8, epochs=2, batch_size=64, device="cpu", seed=3)
