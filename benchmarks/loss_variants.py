@@ -67,6 +67,8 @@ VARIANTS: dict[str, tuple[str, dict[str, object], Patch]] = {
     # References on the true labels (one-hot): what each loss reaches without noise.
     "multi-similarity-clean": ("multi-similarity", {}, _none),
     "proxy-anchor-clean": ("proxy-anchor", {}, _none),
+    "proxy-anchor-alpha16-clean": ("proxy-anchor", {"alpha": 16.0}, _none),
+    "proxy-anchor-alpha32-constant-clean": ("proxy-anchor", {"alpha": 32.0}, _constant_lr),
     # The scale around the default.
     "spa-alpha12": ("smooth-proxy-anchor", {"alpha": 12.0}, _none),
     "spa-alpha16": ("smooth-proxy-anchor", {"alpha": 16.0}, _none),
