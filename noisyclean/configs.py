@@ -102,7 +102,7 @@ class TrainConfig:
         proxy_lr_mult: proxies' learning-rate multiplier.
         weight_decay: AdamW weight decay.
         alpha: Proxy-Anchor scale α (20, not the published 32: measured with the
-            cosine schedule in docs/design.md §5).
+            cosine schedule in docs/design.md §5.12).
         delta: Proxy-Anchor margin δ.
         tau: threshold τ of the smoothing function.
         k: sharpness k of the smoothing function.
