@@ -69,6 +69,11 @@ VARIANTS: dict[str, tuple[str, dict[str, object], Patch]] = {
     "proxy-anchor-clean": ("proxy-anchor", {}, _none),
     "proxy-anchor-alpha16-clean": ("proxy-anchor", {"alpha": 16.0}, _none),
     "proxy-anchor-alpha32-constant-clean": ("proxy-anchor", {"alpha": 32.0}, _constant_lr),
+    "proxy-anchor-e512-clean": ("proxy-anchor", {"embedding_dim": 512}, _none),
+    "proxy-anchor-lr1e-3-clean": ("proxy-anchor", {"lr": 1e-3}, _none),
+    "proxy-anchor-epochs40-clean": ("proxy-anchor", {"epochs": 40}, _none),
+    "proxy-anchor-proxylr10-clean": ("proxy-anchor", {"proxy_lr_mult": 10.0}, _none),
+    "multi-similarity-e512-clean": ("multi-similarity", {"embedding_dim": 512}, _none),
     # The scale around the default.
     "spa-alpha12": ("smooth-proxy-anchor", {"alpha": 12.0}, _none),
     "spa-alpha16": ("smooth-proxy-anchor", {"alpha": 16.0}, _none),
