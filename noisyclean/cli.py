@@ -76,8 +76,9 @@ DuplicateThresholdOpt = Annotated[
     float,
     typer.Option(
         help=(
-            "Cosine similarity of backbone features at or above which two rows are "
-            "near-duplicates (calibrated for efficientnet-lite0; see docs/design.md)."
+            "Pixel match at or above which two rows are near-duplicates: the best "
+            "correlation of one image's thumbnail with a crop of the other's, checked for "
+            "pairs the backbone lists close (see docs/design.md)."
         ),
         min=-1.0,
         max=1.0,
@@ -587,6 +588,7 @@ def _train_to(
             feature_progress=track("features", "img"),
             epoch_progress=lambda done, total, _loss: epoch_bar(done, total),
             search_progress=staged(track, "neighbours"),
+            duplicate_progress=staged(track, "duplicates"),
             write_progress=track("writing the run", "file"),
         )
     train_summary(result, top, time.perf_counter() - started)

@@ -29,9 +29,16 @@ def scaled_epochs(default: int, n_rows: int, *, minimum: int) -> int:
     return max(minimum, math.ceil(default * EPOCH_SCALE_ROWS / n_rows))
 
 
-#: Cosine similarity of backbone features at or above which two rows are near-duplicates,
-#: calibrated on Fashion-MNIST with efficientnet-lite0 at 112 px (docs/design.md).
-DUPLICATE_THRESHOLD = 0.965
+#: Pixel match (``noisyclean.pixel_match``: one image against crops of the other) at or
+#: above which a checked pair of rows are near-duplicates, calibrated on Fashion-MNIST
+#: with planted crops, resizes and JPEG re-encodes (docs/design.md).
+DUPLICATE_THRESHOLD = 0.95
+#: Backbone cosine at or above which a listed pair gets the pixel check
+#: (efficientnet-lite0 at 112 px: 98% of the planted copies' pairs are listed above it).
+DUPLICATE_CANDIDATES = 0.78
+#: Backbone cosine at or above which a pair that could not be checked (an image that
+#: can't be read again, features without images) counts as near-duplicates.
+DUPLICATE_COSINE = 0.965
 #: Outlier score (robust standard deviations above a typical train row) above which a
 #: row is flagged as an outlier (docs/design.md).
 OUTLIER_THRESHOLD = 5.0

@@ -52,6 +52,7 @@ unit sphere obey the triangle inequality, so the true cosine is at least that;
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -59,10 +60,14 @@ import pyarrow as pa
 from scipy.sparse import coo_matrix
 from scipy.sparse.csgraph import connected_components, dijkstra
 
-from noisyclean.configs import DUPLICATE_THRESHOLD
+from noisyclean.configs import DUPLICATE_CANDIDATES, DUPLICATE_COSINE, DUPLICATE_THRESHOLD
 
-#: Cosine similarity at or above which two rows are near-duplicates (see ``configs``).
-DEFAULT_THRESHOLD = DUPLICATE_THRESHOLD
+#: Pixel match at or above which a checked pair is near-duplicates (see ``configs``).
+MATCH_THRESHOLD = DUPLICATE_THRESHOLD
+#: Cosine at or above which a listed pair is checked (see ``configs``).
+CANDIDATE_SIMILARITY = DUPLICATE_CANDIDATES
+#: Cosine at or above which an unchecked pair is near-duplicates (see ``configs``).
+COSINE_THRESHOLD = DUPLICATE_COSINE
 #: Listed pairs at or above this similarity may be byte-identical files (equal bytes give
 #: equal features, up to the rounding of the batch they were computed in): only their
 #: files are hashed (``exact_candidates``).
@@ -71,6 +76,8 @@ EXACT_SIMILARITY = 0.999
 KINDS = ("conflict", "leak", "exact", "near")
 #: Member rows whose features are read at a time when the similarities are computed.
 _CHUNK_ROWS = 65_536
+#: Pairs whose thumbnails are gathered at a time for the pixel check.
+_CHUNK_PAIRS = 16_384
 #: Smallest angle given to an edge: sparse graphs drop zero weights.
 _MIN_ANGLE = 1e-12
 
@@ -110,7 +117,10 @@ class Duplicates:
         exact: (G,) bool, two members have the same content key.
         labels: (N,) the class index of each row, as given.
         is_test: (N,) bool, test rows.
-        threshold: the similarity cut-off used.
+        threshold: the cosine at or above which an unchecked pair counted.
+        match_threshold: the pixel match at or above which a checked pair counted
+            (None: no pair was checked).
+        candidates: the cosine at or above which a checked pair could count.
     """
 
     group: np.ndarray
@@ -125,6 +135,8 @@ class Duplicates:
     labels: np.ndarray
     is_test: np.ndarray
     threshold: float
+    match_threshold: float | None = None
+    candidates: float | None = None
 
     @property
     def n_groups(self) -> int:
@@ -213,14 +225,71 @@ def exact_candidates(
     *,
     minimum: float = EXACT_SIMILARITY,
 ) -> np.ndarray:
-    """Row positions that may have a byte-identical copy: both rows of every listed pair
-    with a similarity of at least ``minimum``, sorted. Hashing only their files gives
-    ``find_duplicates`` its content keys without reading every image again."""
+    """Row positions in a listed pair with a similarity of at least ``minimum``, sorted.
+
+    At the default, the rows that may have a byte-identical copy: hashing only their
+    files gives ``find_duplicates`` its content keys without reading every image again.
+    At ``CANDIDATE_SIMILARITY``, the rows whose images the pixel check needs
+    (:func:`pixel_matches`)."""
     usable = np.asarray(usable, dtype=bool)
     a, b, _ = _listed_pairs(
         np.asarray(neighbours), np.asarray(similarities), usable, minimum=minimum
     )
     return np.unique(np.r_[a, b])
+
+
+def pixel_matches(
+    neighbours: np.ndarray,
+    similarities: np.ndarray,
+    usable: np.ndarray,
+    rows: np.ndarray,
+    thumbnails: np.ndarray,
+    *,
+    minimum: float = CANDIDATE_SIMILARITY,
+    progress: Callable[[int, int], None] | None = None,
+) -> np.ndarray:
+    """The pixel match (``noisyclean.pixel_match``) of every listed pair at a cosine of
+    at least ``minimum`` whose two rows have thumbnails; each unordered pair is
+    compared once.
+
+    Args:
+        neighbours, similarities, usable: as for :func:`find_duplicates`.
+        rows: (R,) sorted row positions that have a thumbnail (an image that could not
+            be read again has none: its pairs stay unchecked).
+        thumbnails: (R, SIDE, SIDE) uint8, ``rows``' thumbnails, in that order.
+        minimum: the cosine at which a listed pair is checked.
+        progress: called with (pairs done, pairs).
+
+    Returns:
+        (N, k) float32 ``matches`` for :func:`find_duplicates`: NaN where unchecked.
+    """
+    from noisyclean.pixel_match import match  # torch: only where pairs are checked
+
+    nb = np.asarray(neighbours)
+    sims = np.asarray(similarities)
+    rows = np.asarray(rows, dtype=np.int64)
+    out = np.full(nb.shape, np.nan, dtype=np.float32)
+    has = np.zeros(len(nb), dtype=bool)
+    has[rows] = True
+    keep = (nb >= 0) & (sims >= minimum) & np.asarray(usable, dtype=bool)[:, None]
+    q, slot = np.nonzero(keep)
+    other = nb[q, slot].astype(np.int64)
+    ok = has[q] & has[other] & (other != q)
+    q, slot, other = q[ok], slot[ok], other[ok]
+    if not len(q):
+        return out
+    lo, hi = np.minimum(q, other), np.maximum(q, other)
+    pair_key, inverse = np.unique(lo * len(nb) + hi, return_inverse=True)
+    plo, phi = pair_key // len(nb), pair_key % len(nb)
+    ia, ib = np.searchsorted(rows, plo), np.searchsorted(rows, phi)
+    scores = np.empty(len(pair_key), dtype=np.float32)
+    for start in range(0, len(scores), _CHUNK_PAIRS):  # thumbnails gathered a chunk at a time
+        stop = min(start + _CHUNK_PAIRS, len(scores))
+        scores[start:stop] = match(thumbnails[ia[start:stop]], thumbnails[ib[start:stop]])
+        if progress:
+            progress(stop, len(scores))
+    out[q, slot] = scores[inverse]
+    return out
 
 
 def find_duplicates(
@@ -230,7 +299,10 @@ def find_duplicates(
     is_test: np.ndarray,
     usable: np.ndarray,
     *,
-    threshold: float = DEFAULT_THRESHOLD,
+    threshold: float = COSINE_THRESHOLD,
+    matches: np.ndarray | None = None,
+    match_threshold: float = MATCH_THRESHOLD,
+    candidates: float = CANDIDATE_SIMILARITY,
     content_keys: np.ndarray | None = None,
     features: np.ndarray | None = None,
 ) -> Duplicates:
@@ -248,7 +320,14 @@ def find_duplicates(
         labels: (N,) int class index of each row.
         is_test: (N,) bool, test rows.
         usable: (N,) bool; rows that are not (missing, unreadable) are in no pair.
-        threshold: pairs at or above this similarity are near-duplicates.
+        threshold: unchecked pairs (no finite ``matches`` entry) at or above this
+            cosine are near-duplicates.
+        matches: (N, k) float pixel match of each listed pair (:func:`pixel_matches`),
+            NaN where the pair was not checked; None: no pair was.
+        match_threshold: checked pairs whose match is at least this, and whose cosine
+            is at least ``candidates``, are near-duplicates; a checked pair below it is
+            not, whatever its cosine.
+        candidates: see ``match_threshold``.
         content_keys: (N,) or (N, 2) uint64 hash of each row's file bytes; rows with
             equal keys are byte-identical copies (``exact``), whatever their listed
             similarity. None: no ``exact`` groups.
@@ -284,9 +363,22 @@ def find_duplicates(
         raise ValueError(f"threshold must be in [-1, 1], got {threshold}")
     if features is not None and (features.ndim != 2 or len(features) != n):
         raise ValueError(f"features must be (N, D) with N = {n}, got {features.shape}")
+    if matches is not None and np.shape(matches) != nb.shape:
+        raise ValueError(f"matches must be (N, k) as neighbours, got {np.shape(matches)}")
 
-    # Pairs at or above the threshold, and byte-identical pairs.
-    a, b, _ = _listed_pairs(nb, sims, usable, minimum=float(threshold))
+    # Near-duplicate pairs (checked ones by their match, the rest by cosine), and
+    # byte-identical pairs.
+    if matches is None:
+        a, b, _ = _listed_pairs(nb, sims, usable, minimum=float(threshold))
+    else:
+        m = np.asarray(matches, dtype=np.float32)
+        checked = np.isfinite(m)
+        near = np.where(
+            checked,
+            (sims >= candidates) & (m >= match_threshold),
+            sims >= threshold,
+        )
+        a, b, _ = _listed_pairs(nb, np.where(near, sims, -np.inf), usable)
     ea, eb = _equal_key_pairs(content_keys, usable, n)
     graph = coo_matrix(
         (np.ones(len(a) + len(ea), dtype=np.float32), (np.r_[a, ea], np.r_[b, eb])), shape=(n, n)
@@ -345,6 +437,8 @@ def find_duplicates(
         labels=labels,
         is_test=is_test,
         threshold=float(threshold),
+        match_threshold=None if matches is None else float(match_threshold),
+        candidates=None if matches is None else float(candidates),
     )
 
 

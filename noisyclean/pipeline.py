@@ -32,19 +32,26 @@ from noisyclean.artifacts import (
 )
 from noisyclean.confidence import TopClasses, score_confidences
 from noisyclean.configs import DEFAULT_TOP_CLASSES, ConfidenceConfig, SuspectConfig, TrainConfig
-from noisyclean.duplicates import DEFAULT_THRESHOLD as DUPLICATE_THRESHOLD
-from noisyclean.duplicates import Duplicates, exact_candidates, find_duplicates
+from noisyclean.duplicates import (
+    CANDIDATE_SIMILARITY,
+    MATCH_THRESHOLD,
+    Duplicates,
+    exact_candidates,
+    find_duplicates,
+    pixel_matches,
+)
 from noisyclean.embedding import embed, head_from_tensors, model_tensors, train_head
 from noisyclean.errors import NoisyCleanError
 from noisyclean.feature_file import FeatureFile
 from noisyclean.features import FeatureConfig, Features, extract_features
 from noisyclean.features import Progress as FeatureProgress
 from noisyclean.flagging import Flags, sparse_flags
+from noisyclean.images import UnreadableImageError, load_image
 from noisyclean.knn import Progress as SearchProgress
 from noisyclean.manifest import Manifest, load_manifest, manifest_from_images, row_sources
 from noisyclean.metrics import auroc
 from noisyclean.outliers import OutlierConfig, OutlierScores, outlier_scores
-from noisyclean.sources import read_source
+from noisyclean.sources import Blob, read_source
 from noisyclean.suspects import Suspects, find_suspects
 
 #: Called after each model fit with (fits done, fits to do).
@@ -286,12 +293,13 @@ def train_run(
     *,
     config: TrainConfig,
     suspect_config: SuspectConfig | None = None,
-    duplicate_threshold: float = DUPLICATE_THRESHOLD,
+    duplicate_threshold: float = MATCH_THRESHOLD,
     outlier_config: OutlierConfig | None = None,
     cache_dir: Path | None = None,
     feature_progress: FeatureProgress | None = None,
     epoch_progress: EpochProgress | None = None,
     search_progress: SearchProgress | None = None,
+    duplicate_progress: SearchProgress | None = None,
     write_progress: FitProgress | None = None,
 ) -> TrainResult:
     """Phase 2 end to end: read conf.parquet, train the head, embed every usable row,
@@ -300,7 +308,10 @@ def train_run(
 
     The features are found as ``score`` found them: the same backbone and cache, or
     the same features file (refused if it changed since). Duplicates and outliers are
-    measured in that backbone space, from Phase 1's neighbour search (no second search).
+    measured in that backbone space, from Phase 1's neighbour search (no second search);
+    the images of rows in a candidate pair are read once more for the pixel check
+    (``duplicate_progress`` stages ``images`` and ``pairs``), ``duplicate_threshold``
+    being its match threshold.
     """
     conf = read_conf(conf_path)
     meta = conf.meta
@@ -354,14 +365,27 @@ def train_run(
     )
     frame = m.frame
     is_test = (frame["split"] == "test").to_numpy() & ok
+    candidates = exact_candidates(
+        conf.neighbours, conf.similarities, ok, minimum=CANDIDATE_SIMILARITY
+    )
+    keys, read, thumbs = _read_candidates(m, candidates, progress=duplicate_progress)
+    matches = pixel_matches(
+        conf.neighbours,
+        conf.similarities,
+        ok,
+        read,
+        thumbs,
+        progress=(lambda d, t: duplicate_progress("pairs", d, t)) if duplicate_progress else None,
+    )
     dups = find_duplicates(
         conf.neighbours,
         conf.similarities,
         labels,
         is_test,
         ok,
-        threshold=duplicate_threshold,
-        content_keys=_content_keys(m, exact_candidates(conf.neighbours, conf.similarities, ok)),
+        matches=matches,
+        match_threshold=duplicate_threshold,
+        content_keys=keys,
         features=feats.values,
     )
     outliers = outlier_scores(
@@ -401,7 +425,11 @@ def train_run(
         features_file=meta.features_file,
         neighbours=asdict(found.search) if found.search else {},
         duplicates={
-            "threshold": dups.threshold,
+            "threshold": duplicate_threshold,
+            "candidates": CANDIDATE_SIMILARITY,
+            "cosine_threshold": dups.threshold,
+            "checked_pairs": int(np.isfinite(matches).sum()),
+            "unread_images": len(candidates) - len(read),
             "groups": dups.n_groups,
             "rows": len(dups.members),
             **{kind: int(getattr(dups, kind).sum()) for kind in ("conflict", "leak", "exact")},
@@ -463,37 +491,65 @@ def _add_cleanup_columns(
     return table
 
 
-def _content_keys(manifest: Manifest, candidates: np.ndarray) -> np.ndarray:
-    """(N, 2) uint64 keys for ``find_duplicates``: a hash of the file's bytes for the
-    ``candidates`` (rows with a near-identical neighbour: byte-identical files have equal
-    features), a key of its own for every other row. Reading only the candidates keeps
-    a million-row run from reading every image a second time."""
+def _read_candidates(
+    manifest: Manifest, candidates: np.ndarray, *, progress: SearchProgress | None = None
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Read the images of the ``candidates`` (rows in a listed pair close enough to be
+    checked) once: a hash of each file's bytes and a pixel-check thumbnail. Reading only
+    them keeps a run from reading every image a second time.
+
+    Returns:
+        keys: (N, 2) uint64 content keys for ``find_duplicates``: the hash for a
+            candidate, a key of its own for every other row (and an unreadable one);
+        read: (R,) sorted rows whose thumbnail was made;
+        thumbnails: (R, SIDE, SIDE) uint8.
+    """
     import hashlib
+    from concurrent.futures import ThreadPoolExecutor
+
+    from noisyclean.pixel_match import SIDE, thumbnail
 
     n = len(manifest)
     keys = np.zeros((n, 2), dtype=np.uint64)
     keys[:, 0] = np.arange(n, dtype=np.uint64)
     keys[:, 1] = np.uint64(2**64 - 1)  # no hash of 16 bytes is this pair, in practice
-    if not len(candidates):
-        return keys
-    frame = manifest.frame
-    sources = row_sources(
-        str(manifest.source),
-        str(manifest.root),
-        frame["id"].astype(str).to_numpy()[candidates].tolist(),
-        frame["path"].astype(str).to_numpy()[candidates].tolist(),
-    )
-    for j, row in enumerate(candidates):
-        source = sources[j]
-        try:
+    thumbs = np.zeros((len(candidates), SIDE, SIDE), dtype=np.uint8)
+    made = np.zeros(len(candidates), dtype=bool)
+    if len(candidates):
+        frame = manifest.frame
+        sources = row_sources(
+            str(manifest.source),
+            str(manifest.root),
+            frame["id"].astype(str).to_numpy()[candidates].tolist(),
+            frame["path"].astype(str).to_numpy()[candidates].tolist(),
+        )
+
+        def read(j: int) -> None:
+            source = sources[j]
             if source is None:
-                continue
-            data = source.read_bytes() if isinstance(source, Path) else read_source(source)
-        except OSError:
-            continue  # gone since its features were read: no byte-level claim
-        digest = hashlib.blake2b(data, digest_size=16).digest()
-        keys[row] = np.frombuffer(digest, dtype=np.uint64)
-    return keys
+                return
+            try:
+                data = source.read_bytes() if isinstance(source, Path) else read_source(source)
+            except (OSError, NoisyCleanError):
+                return  # gone since its features were read: no claim about it
+            digest = hashlib.blake2b(data, digest_size=16).digest()
+            keys[candidates[j]] = np.frombuffer(digest, dtype=np.uint64)
+            try:
+                image = load_image(Blob(data, str(source)), side=SIDE)
+            except UnreadableImageError:
+                return
+            thumbs[j] = thumbnail(image)
+            made[j] = True
+
+        with ThreadPoolExecutor(max_workers=_READERS) as pool:
+            for done, _ in enumerate(pool.map(read, range(len(candidates))), 1):
+                if progress and (done % 256 == 0 or done == len(candidates)):
+                    progress("images", done, len(candidates))
+    return keys, np.asarray(candidates, dtype=np.int64)[made], thumbs[made]
+
+
+#: Threads reading the candidates' images again (I/O-bound on remote stores).
+_READERS = 8
 
 
 MANIFEST_SUFFIXES = (".csv", ".parquet", ".pq")

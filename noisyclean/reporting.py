@@ -313,9 +313,14 @@ def train_summary(result: TrainResult, top: int, seconds: float) -> None:
     kinds = ", ".join(
         f"{int(getattr(dups, kind).sum())} {kind}" for kind in ("conflict", "leak", "exact")
     )
+    rule = (
+        f"cosine ≥ {dups.threshold:g}"
+        if dups.match_threshold is None
+        else f"pixel match ≥ {dups.match_threshold:g} among pairs at cosine ≥ {dups.candidates:g}"
+    )
     out.print(
         f"[bold]{dups.n_groups}[/] near-duplicate groups ({len(dups.members)} rows; {kinds}) "
-        f"at similarity ≥ {dups.threshold:g}: duplicates.parquet"
+        f"at {rule}: duplicates.parquet"
     )
     n_out = int(outliers.is_outlier.sum())
     out.print(

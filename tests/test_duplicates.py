@@ -9,11 +9,14 @@ import pyarrow as pa
 import pytest
 
 from noisyclean.duplicates import (
-    DEFAULT_THRESHOLD,
+    CANDIDATE_SIMILARITY,
+    COSINE_THRESHOLD,
     KINDS,
+    MATCH_THRESHOLD,
     SCHEMA,
     Duplicates,
     find_duplicates,
+    pixel_matches,
     pool_to_rows,
 )
 
@@ -69,7 +72,7 @@ def test_threshold_is_inclusive_and_moves_the_groups() -> None:
     assert _find(4, pairs, threshold=0.95).group.tolist() == [0, 0, -1, -1]
     assert _find(4, pairs, threshold=0.9).group.tolist() == [0, 0, 1, 1]
     assert _find(4, pairs, threshold=0.96).n_groups == 0
-    assert 0.0 < DEFAULT_THRESHOLD <= 1.0
+    assert 0.0 < CANDIDATE_SIMILARITY < COSINE_THRESHOLD <= 1.0 and 0.0 < MATCH_THRESHOLD <= 1.0
     with pytest.raises(ValueError, match="threshold"):
         _find(4, pairs, threshold=1.5)
 
@@ -260,3 +263,73 @@ def test_a_million_rows_take_seconds() -> None:
     assert d.n_groups > 1_000 and d.exact.any() and d.conflict.any()
     assert np.isfinite(d.similarity[d.members]).all()
     assert elapsed < 20.0, f"{elapsed:.1f} s of CPU"
+
+
+def test_checked_pairs_count_by_their_match_unchecked_ones_by_cosine() -> None:
+    pairs = [
+        (1, 0, 0.80),  # checked, matches: a crop the backbone sees as far
+        (3, 2, 0.99),  # checked, does not match: a look-alike, however close
+        (5, 4, 0.97),  # unchecked (an image not read again): the cosine rule
+        (7, 6, 0.70),  # matches but below the candidate cosine: never checked
+        (9, 8, 0.95),  # checked, exactly at the match threshold: inclusive
+    ]
+    nb, sims = _lists(10, pairs)
+    matches = np.full(nb.shape, np.nan, dtype=np.float32)
+    for (row, _other, _sim), value in zip(pairs, [0.97, 0.5, np.nan, 0.99, 0.95], strict=True):
+        matches[row, 0] = value
+    n = 10
+    d = find_duplicates(
+        nb,
+        sims,
+        np.zeros(n, dtype=np.int64),
+        np.zeros(n, dtype=bool),
+        np.ones(n, dtype=bool),
+        matches=matches,
+        match_threshold=0.95,
+        candidates=0.78,
+        threshold=0.965,
+    )
+    assert d.group.tolist() == [0, 0, -1, -1, 1, 1, -1, -1, 2, 2]
+    assert (d.match_threshold, d.candidates, d.threshold) == (0.95, 0.78, 0.965)
+    # Without matches the cosine rule holds alone, as before the pixel check.
+    plain = find_duplicates(
+        nb, sims, np.zeros(n, np.int64), np.zeros(n, bool), np.ones(n, bool), threshold=0.965
+    )
+    assert plain.group.tolist() == [-1, -1, 0, 0, 1, 1, -1, -1, -1, -1]
+    assert plain.match_threshold is None
+    with pytest.raises(ValueError, match="matches"):
+        find_duplicates(
+            nb,
+            sims,
+            np.zeros(n, np.int64),
+            np.zeros(n, bool),
+            np.ones(n, bool),
+            matches=matches[:, :1],
+        )
+
+
+def test_pixel_matches_checks_each_candidate_pair_once_and_fills_both_listings() -> None:
+    rng = np.random.default_rng(0)
+    n = 5
+    nb = np.array([[1, 2], [0, 3], [0, -1], [1, 4], [3, -1]])
+    sims = np.array(
+        [[0.9, 0.5], [0.9, 0.8], [0.5, -np.inf], [0.8, 0.9], [0.9, -np.inf]], dtype=np.float32
+    )
+    thumbs = rng.integers(0, 256, size=(n, 48, 48), dtype=np.uint8)
+    thumbs[1] = thumbs[0]  # the same picture
+    rows = np.array([0, 1, 3])  # 2 and 4 have no thumbnail (their images were unreadable)
+    calls: list[tuple[int, int]] = []
+    m = pixel_matches(
+        nb,
+        sims,
+        np.ones(n, bool),
+        rows,
+        thumbs[rows],
+        minimum=0.78,
+        progress=lambda done, total: calls.append((done, total)),
+    )
+    assert m[0, 0] == pytest.approx(1.0, abs=1e-5) and m[1, 0] == m[0, 0]
+    assert np.isfinite(m[1, 1]) and m[3, 0] == m[1, 1] and m[1, 1] < 0.5
+    assert np.isnan(m[0, 1]) and np.isnan(m[2, 0])  # below the candidate cosine
+    assert np.isnan(m[3, 1]) and np.isnan(m[4, 0])  # row 4 has no thumbnail
+    assert calls[-1] == (2, 2)  # two distinct pairs checked

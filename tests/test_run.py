@@ -18,6 +18,7 @@ from typer.testing import CliRunner
 
 from noisyclean.artifacts import RUN_FILES, read_duplicates, read_run_config
 from noisyclean.cli import app
+from noisyclean.duplicates import MATCH_THRESHOLD
 from noisyclean.duplicates import SCHEMA as DUPLICATES_SCHEMA
 from noisyclean.loop import OUTPUTS, RECORD, STAGES
 
@@ -33,7 +34,9 @@ OUTLIER_THRESHOLD = 0.8
 @pytest.fixture(scope="module")
 def dirty(tmp_path_factory: pytest.TempPathFactory, small_set: SmallSet) -> Path:
     """The small set plus a byte-identical copy of one image under another label (an
-    ``exact`` ``conflict``) and a few pictures of nothing (bright stripes and checkers)."""
+    ``exact`` ``conflict``), a cropped, enlarged and JPEG re-encoded copy of another under
+    another label (a ``conflict`` only the pixel check finds), and a few pictures of
+    nothing (bright stripes and checkers)."""
     root = tmp_path_factory.mktemp("dirty")
     shutil.copytree(small_set.root / "images", root / "images")
     rows = [dict(r) for r in small_set.rows]
@@ -41,6 +44,13 @@ def dirty(tmp_path_factory: pytest.TempPathFactory, small_set: SmallSet) -> Path
     other = next(r["label"] for r in rows if r["label"] != original["label"])
     shutil.copyfile(root / original["path"], root / "images" / "copy.png")
     rows.append({**original, "id": "copy", "path": "images/copy.png", "label": other})
+    second = [r for r in rows if r["split"] == "train"][1]
+    with Image.open(root / second["path"]) as im:
+        w, h = im.size
+        cropped = im.convert("L").crop((2, 1, w, h - 2)).resize((2 * w, 2 * h))
+        cropped.save(root / "images" / "crop.jpg", quality=75)
+    relabel = next(r["label"] for r in rows if r["label"] != second["label"])
+    rows.append({**second, "id": "crop", "path": "images/crop.jpg", "label": relabel})
     rng = np.random.default_rng(0)
     for i in range(N_OUTLIERS):
         yy, xx = np.mgrid[0:28, 0:28]
@@ -114,6 +124,11 @@ def test_train_writes_duplicates_and_outliers(loop: Path) -> None:
     assert len(members) >= 2 and members["exact"].all() and members["conflict"].all()
     assert members["kind"].eq("conflict").all()
     assert members["label"].nunique() == 2
+    crop_group = frame.loc[frame["id"] == "crop", "group"].iloc[0]
+    cropped = frame[frame["group"] == crop_group]
+    assert cropped["conflict"].all() and not cropped["exact"].any()
+    assert config.duplicates["checked_pairs"] > 0 and config.duplicates["unread_images"] == 0
+    assert config.duplicates["threshold"] == MATCH_THRESHOLD
 
     sus = pd.read_parquet(loop / "suspects.parquet")
     in_group = sus[sus["id"].isin(members["id"])]
@@ -148,7 +163,7 @@ def test_every_stage_is_recorded(loop: Path) -> None:
     assert record["stages"]["train"]["options"]["train"]["epochs"] == 2
     assert record["stages"]["review"]["options"]["top"] == 20
     summary = record["stages"]["train"]["summary"]
-    assert summary["rows"] == 100 + 1 + N_OUTLIERS and len(summary["noise_rate"]) == 10
+    assert summary["rows"] == 100 + 2 + N_OUTLIERS and len(summary["noise_rate"]) == 10
     assert not [p for p in loop.iterdir() if p.name.endswith(".tmp")]
 
 
@@ -241,7 +256,7 @@ def test_previous_reports_what_apply_changed(
     assert applied.exit_code == 0, applied.output
 
     text = _run(clean, tmp_path / "after", feature_cache, "--previous", str(loop))
-    n = 100 + 1 + N_OUTLIERS
+    n = 100 + 2 + N_OUTLIERS
     assert f"rows │ {n} │ {n - len(drop)} │ -{len(drop)}" in text.replace(",", "")
     assert f"{len(drop)} removed, 0 added, {len(relabel)} relabelled" in text
     assert "Estimated noise per class" in text and "suspects left" in text
