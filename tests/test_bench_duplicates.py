@@ -23,7 +23,7 @@ from noisyclean.bench.duplicates import (
     run_duplicates_bench,
     score_pairs,
 )
-from noisyclean.duplicates import DEFAULT_THRESHOLD
+from noisyclean.duplicates import COSINE_THRESHOLD, MATCH_THRESHOLD
 from noisyclean.manifest import load_manifest
 
 
@@ -128,10 +128,12 @@ def test_png_resaved_copies_are_all_found_and_the_outputs_agree(
     assert r["set"]["originals"] == 100 and r["set"]["copies"] >= 20
     assert r["at_default"]["copy_recall_by_ops"] == {RESAVE: 1.0}
     assert r["at_default"]["leak_recall"] == 1.0
-    assert r["default_threshold"] == DEFAULT_THRESHOLD == result.threshold
+    assert r["default_threshold"] == MATCH_THRESHOLD == result.threshold
+    assert r["pixel_check"]["pairs"] > 0 and r["cosine_only"]["cosine"] == COSINE_THRESHOLD
+    assert r["match"]["copy_to_original_by_ops"][RESAVE]["q0"] >= 0.999  # a re-save is exact
     assert r["best"]["threshold"] == result.best_threshold
     assert r["at_default"]["natural_pairs"] == result.natural_pairs
-    assert {"set", "features", "sweep", "datalab", "similarity", "timing"} <= set(r)
+    assert {"set", "features", "sweep", "datalab", "similarity", "match", "timing"} <= set(r)
     for name in ("results.md", "natural.png", "copies.png"):
         assert (out / name).stat().st_size > 0
     assert (out / "work" / "copies").is_dir()  # the copies live under the output by default
@@ -139,14 +141,14 @@ def test_png_resaved_copies_are_all_found_and_the_outputs_agree(
     md = (out / "results.md").read_text()
     assert md == result.markdown
     assert (
-        f"| noisyclean (default) | {DEFAULT_THRESHOLD:.4f} | {d['precision']:.4f} "
+        f"| noisyclean (default) | match ≥ {MATCH_THRESHOLD} | {d['precision']:.4f} "
         f"| {d['precision_strict']:.4f} | {d['recall']:.4f} | {d['conflict_recall']:.4f} |"
     ) in md
     assert len(r["sweep"]) == md.count("\n| 0.")
     if r["datalab_status"] == "ran":
         dl = r["datalab"]
         assert result.datalab_recall == dl["recall"]
-        assert f"| {dl['cosine_threshold']:.4f} | {dl['precision']:.4f} |" in md
+        assert f"| cosine ≥ {dl['cosine_threshold']:.4f} | {dl['precision']:.4f} |" in md
         assert any(line.startswith("Datalab near_duplicate (cosine") for line in result.headline)
     assert any(f"recall {result.recall:.4f}" in line for line in result.headline)
 

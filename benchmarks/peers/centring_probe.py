@@ -42,7 +42,8 @@ from dup_sets import features, frame, truth
 
 from noisyclean import knn
 from noisyclean.bench.duplicates import content_keys, score_groups, search
-from noisyclean.duplicates import DEFAULT_THRESHOLD, find_duplicates
+from noisyclean.duplicates import COSINE_THRESHOLD as DEFAULT_THRESHOLD
+from noisyclean.duplicates import find_duplicates
 
 KEYS = (
     "threshold",

@@ -53,11 +53,21 @@ from PIL import Image, ImageDraw
 
 from noisyclean import knn
 from noisyclean.artifacts import write_text
-from noisyclean.duplicates import DEFAULT_THRESHOLD, Duplicates, find_duplicates, pool_to_rows
+from noisyclean.duplicates import (
+    CANDIDATE_SIMILARITY,
+    COSINE_THRESHOLD,
+    MATCH_THRESHOLD,
+    Duplicates,
+    find_duplicates,
+    pixel_matches,
+    pool_to_rows,
+)
 from noisyclean.errors import NoisyCleanError
 from noisyclean.features import FeatureConfig, extract_features
 from noisyclean.features import Progress as FeatureProgress
+from noisyclean.images import UnreadableImageError, load_image
 from noisyclean.manifest import Manifest, load_manifest
+from noisyclean.pixel_match import SETTINGS, SIDE, match, thumbnail
 from noisyclean.sources import URL, Blob, Location, read_source
 
 #: The perturbations, in the order they are applied.
@@ -68,8 +78,10 @@ CROP_MAX = 0.08
 TWO_COPIES = 0.1
 RELABEL = 0.5
 TEST_COPIES = 0.2
-#: Thresholds swept.
-SWEEP = tuple(float(t) for t in np.round(np.arange(0.80, 0.9999, 0.005), 3))
+#: Pixel-match thresholds swept (at the default candidate cosine).
+SWEEP = tuple(float(t) for t in np.round(np.arange(0.92, 0.9951, 0.005), 3))
+#: Natural pairs checked at most to explain a sweep point's pairs (past it: precision None).
+NATURAL_CAP = 200_000
 TARGET_RECALL = 0.95
 TARGET_PRECISION = 0.95
 #: Pairs inside groups listed one by one at most (a threshold that chains whole classes
@@ -346,6 +358,72 @@ def search(
     return nb, sims, seconds
 
 
+def thumbnails(paths: Sequence[str], usable: np.ndarray, cache: Path) -> np.ndarray:
+    """(N, SIDE, SIDE) uint8 pixel-check thumbnails of every usable row (zeros for the
+    rest), read as the pipeline reads them and cached in ``cache``."""
+    stamp = np.frombuffer(
+        hashlib.blake2b("\n".join([*paths, SETTINGS]).encode(), digest_size=16).digest(),
+        "<u8",
+    )
+    if cache.exists():
+        z = np.load(cache)
+        if np.array_equal(z["stamp"], stamp):
+            return np.asarray(z["thumbs"])
+    out = np.zeros((len(paths), SIDE, SIDE), dtype=np.uint8)
+    for i in np.flatnonzero(usable).tolist():
+        try:
+            out[i] = thumbnail(load_image(paths[i], side=SIDE))
+        except UnreadableImageError:
+            continue
+    np.savez(cache, thumbs=out, stamp=stamp)
+    return out
+
+
+def cached_matches(
+    nb: np.ndarray, sims: np.ndarray, usable: np.ndarray, thumbs: np.ndarray, cache: Path
+) -> tuple[np.ndarray, int]:
+    """``pixel_matches`` of the listed pairs at the default candidate cosine (cached),
+    and how many distinct pairs were checked."""
+    stamp = np.frombuffer(
+        hashlib.blake2b(
+            nb.tobytes()
+            + sims.tobytes()
+            + thumbs.tobytes()
+            + f"{CANDIDATE_SIMILARITY} {SETTINGS}".encode(),
+            digest_size=16,
+        ).digest(),
+        "<u8",
+    )
+    if cache.exists():
+        z = np.load(cache)
+        if np.array_equal(z["stamp"], stamp):
+            return np.asarray(z["matches"]), int(z["checked"])
+    rows = np.flatnonzero(usable)
+    matches = pixel_matches(nb, sims, usable, rows, thumbs[rows])
+    q, slot = np.nonzero(np.isfinite(matches))
+    other = nb[q, slot]
+    checked = len(np.unique(np.minimum(q, other) * len(nb) + np.maximum(q, other)))
+    np.savez(cache, matches=matches, checked=checked, stamp=stamp)
+    return matches, checked
+
+
+def pair_values(nb: np.ndarray, values: np.ndarray, a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """(P,) each listed pair's entry of an (N, k) array of per-listing values (the first
+    finite one of its listings), NaN where neither listing has one."""
+    q, slot = np.nonzero(np.isfinite(values) & (nb >= 0))
+    other = nb[q, slot]
+    key = np.minimum(q, other) * len(nb) + np.maximum(q, other)
+    key, first = np.unique(key, return_index=True)
+    vals = values[q, slot][first]
+    want = np.minimum(a, b) * len(nb) + np.maximum(a, b)
+    at = np.clip(np.searchsorted(key, want), 0, max(len(key) - 1, 0))
+    out = np.full(len(a), np.nan, dtype=np.float32)
+    if len(key):
+        hit = key[at] == want
+        out[hit] = vals[at[hit]]
+    return out
+
+
 # ---------------------------------------------------------------- scoring
 
 
@@ -395,23 +473,55 @@ def _cos(unit: np.ndarray, a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return out
 
 
-def score_pairs(pairs: np.ndarray, truth: Truth, unit: np.ndarray, cut: float) -> dict[str, Any]:
+NaturalRule = Callable[[np.ndarray, np.ndarray], np.ndarray | None]
+
+
+def cosine_rule(unit: np.ndarray, cut: float) -> NaturalRule:
+    """Rows a and b are near-duplicates when their cosine is at least ``cut``."""
+    return lambda a, b: _cos(unit, a, b) >= cut
+
+
+def pixel_rule(unit: np.ndarray, thumbs: np.ndarray, threshold: float) -> NaturalRule:
+    """noisyclean's rule: cosine at least ``CANDIDATE_SIMILARITY`` and pixel match at least
+    ``threshold`` (None past ``NATURAL_CAP`` pairs to check)."""
+
+    def rule(a: np.ndarray, b: np.ndarray) -> np.ndarray | None:
+        out = np.zeros(len(a), dtype=bool)
+        near = np.flatnonzero(_cos(unit, a, b) >= CANDIDATE_SIMILARITY)
+        if len(near) > NATURAL_CAP:
+            return None
+        if len(near):
+            out[near] = match(thumbs[a[near]], thumbs[b[near]]) >= threshold
+        return out
+
+    return rule
+
+
+def score_pairs(
+    pairs: np.ndarray,
+    truth: Truth,
+    unit: np.ndarray,
+    cut: float,
+    natural: NaturalRule | None = None,
+) -> dict[str, Any]:
     """Pair precision and recall of (P, 2) predicted row pairs, and the conflict recall of
     flagging both rows of every pair with two labels.
 
     A pair with a copy in it is right when both rows come from one original, not counted
-    when the two originals are at least ``cut`` similar (natural near-duplicates by the
-    method's own rule), wrong otherwise.
+    when the two originals are near-duplicates themselves by the method's own rule
+    (``natural``; default: at least ``cut`` cosine-similar), wrong otherwise (precision
+    None when the rule can't tell).
     """
     a, b = pairs[:, 0], pairs[:, 1]
     with_copy = truth.is_copy[a] | truth.is_copy[b]
     oa, ob = truth.origin[a], truth.origin[b]
     same = oa == ob
     other = np.flatnonzero(with_copy & ~same)
-    natural = np.zeros(len(a), dtype=bool)
-    natural[other] = _cos(unit, oa[other], ob[other]) >= cut
+    rule = natural or cosine_rule(unit, cut)
+    explained = rule(oa[other], ob[other])
     tp = int((with_copy & same).sum())
-    fp = len(other) - int(natural.sum())
+    n_natural = None if explained is None else int(explained.sum())
+    fp = None if n_natural is None else len(other) - n_natural
     conflict = np.zeros(len(truth.origin), dtype=bool)
     differ = truth.labels[a] != truth.labels[b]
     conflict[a[differ]] = True
@@ -423,8 +533,8 @@ def score_pairs(pairs: np.ndarray, truth: Truth, unit: np.ndarray, cut: float) -
         "pairs_with_copy": int(with_copy.sum()),
         "true_positive": tp,
         "false_positive": fp,
-        "natural_explained": int(natural.sum()),
-        "precision": round(tp / max(tp + fp, 1), 4),
+        "natural_explained": n_natural,
+        "precision": None if fp is None else round(tp / max(tp + fp, 1), 4),
         "precision_strict": round(tp / max(int(with_copy.sum()), 1), 4),
         "recall": round(tp / max(truth.true_pairs, 1), 4),
         "conflict_recall": round(float(conflict[relab].mean()), 4) if len(relab) else None,
@@ -434,16 +544,19 @@ def score_pairs(pairs: np.ndarray, truth: Truth, unit: np.ndarray, cut: float) -
     }
 
 
-def score_groups(d: Duplicates, truth: Truth, unit: np.ndarray) -> dict[str, Any]:
+def score_groups(
+    d: Duplicates, truth: Truth, unit: np.ndarray, natural: NaturalRule | None = None
+) -> dict[str, Any]:
     """``score_pairs`` on every pair inside a group (precision None past ``PAIR_CAP``
-    pairs), and the kinds against the truth."""
+    pairs), and the kinds against the truth. ``natural``: the rule that made ``d``
+    (default: cosine at least ``d.threshold``)."""
     n = len(truth.origin)
     rows = np.flatnonzero(d.group >= 0)
     orig_rows = rows[~truth.is_copy[rows]]
     pairs = group_pairs(d)
     out: dict[str, Any]
     if pairs is not None:
-        out = score_pairs(pairs, truth, unit, d.threshold)
+        out = score_pairs(pairs, truth, unit, d.threshold, natural)
     else:  # counted without listing the pairs; nothing is known to be natural
         total = c2(np.bincount(d.group[rows])) - c2(np.bincount(d.group[orig_rows]))
         tp = _pairs_within(d.group, truth.origin, rows)  # an origin has one original row
@@ -478,7 +591,7 @@ def score_groups(d: Duplicates, truth: Truth, unit: np.ndarray) -> dict[str, Any
     leak_found[copy_group >= 0] = d.leak[copy_group[copy_group >= 0]]
     out.update(
         {
-            "threshold": d.threshold,
+            "threshold": d.threshold if d.match_threshold is None else d.match_threshold,
             "groups": d.n_groups,
             "largest_group": int(d.size.max()) if d.n_groups else 0,
             "copy_recall_by_ops": by_ops,
@@ -650,7 +763,7 @@ class DuplicatesBenchResult:
         results: what ``results.json`` holds.
         markdown: ``results.md``.
         out_dir: the folder written to.
-        threshold: noisyclean's default threshold (``DEFAULT_THRESHOLD``).
+        threshold: noisyclean's default pixel-match threshold (``MATCH_THRESHOLD``).
         precision: pair precision at it, natural pairs left out (None: past ``PAIR_CAP``).
         precision_strict: pair precision counting every pair with a copy in it.
         recall: pair recall at it.
@@ -766,26 +879,50 @@ def run_duplicates_bench(
     paths = [str(v) for v in f["path"]]
     keys = content_keys(paths)
     originals = usable & ~is_copy
+    unit = knn.normalize(x)
+    thumbs = thumbnails(paths, usable, work / "thumbnails.npz")
+    t0 = time.monotonic()
+    matches, checked = cached_matches(nb, sims, usable, thumbs, work / "matches.npz")
+    match_s = time.monotonic() - t0
+    say(f"  pixel check: {checked} pairs in {match_s:.0f} s")
 
     def group(threshold: float, keep: np.ndarray, **kw: Any) -> Duplicates:
         return find_duplicates(
-            nb, sims, labels, is_test, keep, threshold=threshold, content_keys=keys, **kw
+            nb,
+            sims,
+            labels,
+            is_test,
+            keep,
+            matches=matches,
+            match_threshold=threshold,
+            content_keys=keys,
+            **kw,
         )
 
-    unit = knn.normalize(x)
-    sweep = [score_groups(group(t, usable), truth, unit) for t in SWEEP]
+    sweep = [
+        score_groups(group(t, usable), truth, unit, pixel_rule(unit, thumbs, t)) for t in SWEEP
+    ]
     best = choose(sweep)
     t0 = time.process_time()
-    d = group(DEFAULT_THRESHOLD, usable)
+    d = group(MATCH_THRESHOLD, usable)
     group_s = time.process_time() - t0
     t0 = time.process_time()
-    group(DEFAULT_THRESHOLD, usable, features=x)
+    group(MATCH_THRESHOLD, usable, features=x)
     group_features_s = time.process_time() - t0
-    at_default = score_groups(d, truth, unit)
+    at_default = score_groups(d, truth, unit, pixel_rule(unit, thumbs, MATCH_THRESHOLD))
+    cosine_only = score_groups(
+        find_duplicates(
+            nb, sims, labels, is_test, usable, threshold=COSINE_THRESHOLD, content_keys=keys
+        ),
+        truth,
+        unit,
+    )
 
-    # Similarity of each copy to its original, and of each original to its nearest original.
+    # Similarity and pixel match of each copy to its original, and of each original to
+    # its nearest original.
     copied = np.flatnonzero(is_copy & usable)
     copy_cos = np.einsum("nd,nd->n", unit[copied], unit[truth.origin[copied]])
+    copy_match = match(thumbs[copied], thumbs[truth.origin[copied]])
     a, b, s = listed_pairs(nb, sims, originals)
     nearest = np.full(len(f), -np.inf, dtype=np.float32)
     np.maximum.at(nearest, a, s)
@@ -796,31 +933,44 @@ def run_duplicates_bench(
     def quantiles(v: np.ndarray) -> dict[str, float]:
         return {f"q{q:g}": round(float(np.quantile(v, q)), 4) for q in qs} if len(v) else {}
 
+    ops_of_copy = truth.ops[copied]
     sim_stats = {
         "copy_to_original": quantiles(copy_cos),
         "copy_to_original_by_ops": {
-            op: quantiles(copy_cos[truth.ops[copied] == op])
-            for op in sorted(set(truth.ops[copied]))
+            op: quantiles(copy_cos[ops_of_copy == op]) for op in sorted(set(ops_of_copy))
         },
         "original_to_nearest_original": quantiles(nearest),
     }
-    # Natural pairs: how many look the same pixel for pixel (a proxy for true duplicates).
-    high = s >= min(SWEEP)
+    match_stats = {
+        "copy_to_original": quantiles(copy_match),
+        "copy_to_original_by_ops": {
+            op: quantiles(copy_match[ops_of_copy == op]) for op in sorted(set(ops_of_copy))
+        },
+    }
+    # Natural pairs: listed pairs of originals that were checked, by pixel match; how
+    # many look the same pixel for pixel (a proxy for true duplicates).
+    pm = pair_values(nb, matches, a, b)
+    checked_nat = np.flatnonzero(np.isfinite(pm))
+    a, b, s, pm = a[checked_nat], b[checked_nat], s[checked_nat], pm[checked_nat]
+    order = np.lexsort((-s, -pm))
+    a, b, s, pm = a[order], b[order], s[order], pm[order]
+    high = pm >= min(SWEEP)
     mad = pixel_difference(paths, a[high], b[high])
     for m in sweep:
-        above = s[high] >= m["threshold"]
+        above = pm[high] >= m["threshold"]
         m["natural_listed_pairs"] = int(above.sum())
         m["natural_listed_pixel_same"] = int((above & (mad <= PIXEL_SAME)).sum())
     top_natural = [
         {
             "a": ids[i],
             "b": ids[j],
+            "match": round(float(w), 5),
             "similarity": round(float(v), 5),
             "labels": [names[i], names[j]],
             "same_bytes": bool((keys[i] == keys[j]).all()),
             "pixel_difference": round(float(e), 4),
         }
-        for i, j, v, e in zip(a[:30], b[:30], s[:30], mad[:30], strict=False)
+        for i, j, w, v, e in zip(a[:30], b[:30], pm[:30], s[:30], mad[:30], strict=False)
     ]
 
     # Datalab.
@@ -848,40 +998,43 @@ def run_duplicates_bench(
 
     # Pictures.
     rng = np.random.default_rng(seed)
-    t = DEFAULT_THRESHOLD
-    border = np.flatnonzero((s >= t) & (s < t + 0.01))
-    below = np.flatnonzero((s >= t - 0.03) & (s < t))
+    t = MATCH_THRESHOLD
+    border = np.flatnonzero((pm >= t) & (pm < t + 0.01))
+    below = np.flatnonzero((pm >= t - 0.02) & (pm < t))
 
-    def caption(i: int, j: int, v: float) -> str:
-        return f"{v:.4f}\n{names[i][:12]} / {names[j][:12]}"
+    def caption(i: int, j: int, w: float, v: float) -> str:
+        return f"{w:.3f} ({v:.3f})\n{names[i][:12]} / {names[j][:12]}"
 
     def sample(idx: np.ndarray, n: int) -> list[tuple[int, int, str]]:
         pick = np.sort(rng.choice(idx, size=min(n, len(idx)), replace=False)) if len(idx) else idx
-        return [(int(a[i]), int(b[i]), caption(int(a[i]), int(b[i]), float(s[i]))) for i in pick]
+        return [
+            (int(a[i]), int(b[i]), caption(int(a[i]), int(b[i]), float(pm[i]), float(s[i])))
+            for i in pick
+        ]
 
     contact_sheet(
         [
             (
-                "Most similar pairs of original images (red: two labels)",
-                sample(np.arange(min(16, len(s))), 16),
+                "Best-matching pairs of original images: match (cosine); red: two labels",
+                sample(np.arange(min(16, len(pm))), 16),
             ),
-            (f"Original pairs just above the threshold, [{t}, {t + 0.01})", sample(border, 16)),
-            (f"Original pairs just below it, [{t - 0.03:.2f}, {t})", sample(below, 8)),
+            (f"Original pairs just above the threshold, [{t}, {t + 0.01:.2f})", sample(border, 16)),
+            (f"Original pairs just below it, [{t - 0.02:.2f}, {t})", sample(below, 8)),
         ],
         paths,
         names,
         output / "natural.png",
     )
-    hardest = np.argsort(copy_cos, kind="stable")[:24]
+    hardest = np.argsort(copy_match, kind="stable")[:24]
     contact_sheet(
         [
             (
-                "Copies least similar to their originals (original left; ops, cosine)",
+                "Copies that match their originals least (original left; match, cosine, ops)",
                 [
                     (
                         int(truth.origin[copied[i]]),
                         int(copied[i]),
-                        f"{copy_cos[i]:.4f}\n{truth.ops[copied[i]]}",
+                        f"{copy_match[i]:.3f}, {copy_cos[i]:.3f}\n{truth.ops[copied[i]]}",
                     )
                     for i in hardest
                 ],
@@ -917,13 +1070,17 @@ def run_duplicates_bench(
         "features": {"backbone": features.backbone, "image_size": feats.image_size},
         "scale": scale,
         "search": {"k": k, "seconds": round(search_s, 2)},
-        "default_threshold": DEFAULT_THRESHOLD,
+        "default_threshold": MATCH_THRESHOLD,
+        "candidates": CANDIDATE_SIMILARITY,
+        "pixel_check": {"pairs": checked, "seconds": round(match_s, 2)},
         "at_default": at_default,
+        "cosine_only": {**cosine_only, "cosine": COSINE_THRESHOLD},
         "best": best,
         "sweep": sweep,
         "datalab": dl,
         "datalab_status": dl_status,
         "similarity": sim_stats,
+        "match": match_stats,
         "top_natural_pairs": top_natural,
         "timing": {
             "find_duplicates_cpu_s": round(group_s, 4),
@@ -939,7 +1096,7 @@ def run_duplicates_bench(
         results=results,
         markdown=markdown,
         out_dir=output,
-        threshold=DEFAULT_THRESHOLD,
+        threshold=MATCH_THRESHOLD,
         precision=at_default["precision"],
         precision_strict=at_default["precision_strict"],
         recall=at_default["recall"],
@@ -970,12 +1127,18 @@ def headline(r: dict[str, Any]) -> list[str]:
     out = [
         f"{s['originals']} originals, {s['copies']} near-copies ({s['relabelled_copies']} "
         f"relabelled), {s['true_pairs']} true pairs",
-        f"noisyclean at {r['default_threshold']}: pair precision {fmt(d['precision'])} "
+        f"noisyclean at match {r['default_threshold']}: pair precision {fmt(d['precision'])} "
         f"(strict {fmt(d['precision_strict'])}), recall {fmt(d['recall'])}, conflict recall "
         f"{fmt(d['conflict_recall'])}; {d['natural_pairs']} natural pairs",
         f"best threshold of the sweep: {b['threshold']:.3f} (precision {fmt(b['precision'])}, "
         f"recall {fmt(b['recall'])}, conflict recall {fmt(b['conflict_recall'])})",
     ]
+    c = r.get("cosine_only")
+    if c:
+        out.append(
+            f"cosine alone at {c['cosine']} (no pixel check): precision {fmt(c['precision'])}, "
+            f"recall {fmt(c['recall'])}, conflict recall {fmt(c['conflict_recall'])}"
+        )
     dl = r["datalab"]
     if dl:
         out.append(
@@ -1008,25 +1171,35 @@ def report(r: dict[str, Any]) -> str:
         "",
         "## Methods at their defaults",
         "",
-        "| method | cut-off (cosine) | pair precision | strict precision | pair recall "
+        f"noisyclean checks every listed pair at cosine ≥ {r['candidates']} by pixel match "
+        f"({r['pixel_check']['pairs']} pairs, {r['pixel_check']['seconds']} s); the cosine-only "
+        "row is the rule for pairs it cannot check (an image it cannot read again).",
+        "",
+        "| method | rule | pair precision | strict precision | pair recall "
         "| conflict recall | leak recall | natural pairs |",
         "|---|---|---|---|---|---|---|---|",
     ]
 
-    def row(name: str, m: dict[str, Any], cut: float) -> str:
+    def row(name: str, m: dict[str, Any], cut: str) -> str:
         leak = m.get("leak_recall")
         return (
-            f"| {name} | {cut:.4f} | {fmt(m['precision'])} | {fmt(m['precision_strict'])} "
+            f"| {name} | {cut} | {fmt(m['precision'])} | {fmt(m['precision_strict'])} "
             f"| {fmt(m['recall'])} | {fmt(m['conflict_recall'])} | {fmt(leak)} "
             f"| {m['natural_pairs']} |"
         )
 
-    lines.append(row("noisyclean (default)", r["at_default"], r["default_threshold"]))
-    lines.append(row("noisyclean (best of sweep)", r["best"], r["best"]["threshold"]))
+    lines.append(row("noisyclean (default)", r["at_default"], f"match ≥ {r['default_threshold']}"))
+    lines.append(row("noisyclean (best of sweep)", r["best"], f"match ≥ {r['best']['threshold']}"))
+    c = r["cosine_only"]
+    lines.append(row("noisyclean, cosine alone", c, f"cosine ≥ {c['cosine']}"))
     if r["datalab"]:
         d = r["datalab"]
         lines.append(
-            row(f"Datalab near_duplicate (cleanlab {d['cleanlab']})", d, d["cosine_threshold"])
+            row(
+                f"Datalab near_duplicate (cleanlab {d['cleanlab']})",
+                d,
+                f"cosine ≥ {d['cosine_threshold']:.4f}",
+            )
         )
     else:
         status = r.get("datalab_status", "not run")
@@ -1038,11 +1211,11 @@ def report(r: dict[str, Any]) -> str:
         "the same method's rule; strict precision counts them as wrong. Leak recall: test "
         "copies in a `leak` group with their original.",
         "",
-        "## Sweep (noisyclean)",
+        f"## Sweep (noisyclean: pixel-match threshold, candidates at cosine ≥ {r['candidates']})",
         "",
         "Spurious conflict rows: rows in a `conflict` group with a copy in it that no "
         "relabelling explains. Natural pairs: pairs of originals in one group; listed: "
-        "pairs of originals where one lists the other at or above the threshold, and "
+        "checked pairs of originals whose match is at or above the threshold, and "
         f"(in brackets) how many of those differ by at most {PIXEL_SAME} in mean "
         "greyscale pixel value: the same picture.",
         "",
@@ -1060,16 +1233,17 @@ def report(r: dict[str, Any]) -> str:
         )
     lines += ["", "## Copy recall by perturbation (default threshold)", ""]
     lines += [f"- {op}: {v}" for op, v in r["at_default"]["copy_recall_by_ops"].items()]
-    lines += ["", "## Cosine similarities", ""]
-    for name, q in r["similarity"].items():
-        if name == "copy_to_original_by_ops":
-            for op, qq in q.items():
-                lines.append(f"- copy to original, {op}: {qq}")
-        else:
-            lines.append(f"- {name.replace('_', ' ')}: {q}")
-    lines += ["", "## Top natural pairs (originals)", ""]
+    for title, stats in (("Pixel matches", r["match"]), ("Cosine similarities", r["similarity"])):
+        lines += ["", f"## {title}", ""]
+        for name, q in stats.items():
+            if name == "copy_to_original_by_ops":
+                lines += [f"- copy to original, {op}: {qq}" for op, qq in q.items()]
+            else:
+                lines.append(f"- {name.replace('_', ' ')}: {q}")
+    lines += ["", "## Top natural pairs (originals): match, cosine", ""]
     lines += [
-        f"- {p['similarity']:.5f} {p['a']} / {p['b']} ({' / '.join(p['labels'])})"
+        f"- {p['match']:.4f}, {p['similarity']:.4f} {p['a']} / {p['b']} "
+        f"({' / '.join(p['labels'])})"
         + f", pixel difference {p['pixel_difference']}"
         + (", same bytes" if p["same_bytes"] else "")
         for p in r["top_natural_pairs"][:15]
