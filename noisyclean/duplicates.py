@@ -246,6 +246,7 @@ def pixel_matches(
     thumbnails: np.ndarray,
     *,
     minimum: float = CANDIDATE_SIMILARITY,
+    device: str = "cpu",
     progress: Callable[[int, int], None] | None = None,
 ) -> np.ndarray:
     """The pixel match (``noisyclean.pixel_match``) of every listed pair at a cosine of
@@ -258,6 +259,7 @@ def pixel_matches(
             be read again has none: its pairs stay unchecked).
         thumbnails: (R, SIDE, SIDE) uint8, ``rows``' thumbnails, in that order.
         minimum: the cosine at which a listed pair is checked.
+        device: where the comparison runs (``cpu``, ``cuda``).
         progress: called with (pairs done, pairs).
 
     Returns:
@@ -285,7 +287,9 @@ def pixel_matches(
     scores = np.empty(len(pair_key), dtype=np.float32)
     for start in range(0, len(scores), _CHUNK_PAIRS):  # thumbnails gathered a chunk at a time
         stop = min(start + _CHUNK_PAIRS, len(scores))
-        scores[start:stop] = match(thumbnails[ia[start:stop]], thumbnails[ib[start:stop]])
+        scores[start:stop] = match(
+            thumbnails[ia[start:stop]], thumbnails[ib[start:stop]], device=device
+        )
         if progress:
             progress(stop, len(scores))
     out[q, slot] = scores[inverse]

@@ -30,6 +30,7 @@ from noisyclean.artifacts import (
     read_run_config,
     write_run,
 )
+from noisyclean.backbones import resolve_device
 from noisyclean.confidence import TopClasses, score_confidences
 from noisyclean.configs import DEFAULT_TOP_CLASSES, ConfidenceConfig, SuspectConfig, TrainConfig
 from noisyclean.duplicates import (
@@ -375,6 +376,7 @@ def train_run(
         ok,
         read,
         thumbs,
+        device=str(resolve_device(config.device)),
         progress=(lambda d, t: duplicate_progress("pairs", d, t)) if duplicate_progress else None,
     )
     dups = find_duplicates(
@@ -542,14 +544,19 @@ def _read_candidates(
             made[j] = True
 
         with ThreadPoolExecutor(max_workers=_READERS) as pool:
-            for done, _ in enumerate(pool.map(read, range(len(candidates))), 1):
-                if progress and (done % 256 == 0 or done == len(candidates)):
-                    progress("images", done, len(candidates))
+            for start in range(0, len(candidates), _READ_CHUNK):  # bounded work in flight
+                stop = min(start + _READ_CHUNK, len(candidates))
+                for _ in pool.map(read, range(start, stop)):
+                    pass
+                if progress:
+                    progress("images", stop, len(candidates))
     return keys, np.asarray(candidates, dtype=np.int64)[made], thumbs[made]
 
 
-#: Threads reading the candidates' images again (I/O-bound on remote stores).
+#: Threads reading the candidates' images again (I/O-bound on remote stores), and the
+#: images handed to them at a time.
 _READERS = 8
+_READ_CHUNK = 1024
 
 
 MANIFEST_SUFFIXES = (".csv", ".parquet", ".pq")

@@ -7,6 +7,7 @@ import io
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image, ImageFilter
 
 from noisyclean.pixel_match import SIDE, match, thumbnail
@@ -59,3 +60,12 @@ def test_copies_match_their_original_and_other_pictures_do_not() -> None:
 def test_bad_shapes_are_refused() -> None:
     with pytest.raises(ValueError, match="48"):
         match(np.zeros((2, 32, 32)), np.zeros((2, 32, 32)))
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_a_cuda_device_gives_the_cpu_figures() -> None:
+    original = thumbnail(_picture(0))
+    copies = np.stack([thumbnail(c) for c in _copies(_picture(0))] + [thumbnail(_picture(1))])
+    pairs = np.repeat(original[None], len(copies), 0)
+    assert match(pairs, copies, device="cuda") == pytest.approx(match(pairs, copies), abs=1e-4)
