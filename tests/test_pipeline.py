@@ -113,3 +113,29 @@ def test_importing_the_cli_loads_no_torch() -> None:
     )
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr
+
+
+def test_candidates_are_read_once_for_a_hash_and_a_thumbnail(tmp_path: Path) -> None:
+    from PIL import Image
+
+    from noisyclean.pipeline import _read_candidates
+    from noisyclean.pixel_match import SIDE
+
+    rng = np.random.default_rng(0)
+    Image.fromarray(rng.integers(0, 256, (30, 30), dtype=np.uint8)).save(tmp_path / "a.png")
+    (tmp_path / "b.png").write_bytes((tmp_path / "a.png").read_bytes())
+    (tmp_path / "broken.png").write_bytes(b"not an image")
+    (tmp_path / "other.png").write_bytes(b"")
+    names = ["a.png", "b.png", "broken.png", "gone.png", "other.png"]
+    rows = [{"path": p, "label": "xy"[i % 2]} for i, p in enumerate(names)]
+    m = load_manifest(write_csv(tmp_path / "m.csv", rows), check_files=False)
+    stages: list[tuple[str, int, int]] = []
+    keys, read, thumbs = _read_candidates(
+        m, np.array([0, 1, 2, 3]), progress=lambda *a: stages.append(a)
+    )
+    # Byte-identical files share a key; a file that can't be read has its own; a row
+    # that is not a candidate is not read at all.
+    assert (keys[0] == keys[1]).all() and len({tuple(k) for k in keys.tolist()}) == 4
+    assert read.tolist() == [0, 1] and thumbs.shape == (2, SIDE, SIDE)
+    assert (thumbs[0] == thumbs[1]).all() and thumbs.dtype == np.uint8
+    assert stages[-1] == ("images", 4, 4)
