@@ -6,12 +6,16 @@ train rows (leave-one-out), each test row among the train rows. Those (N, k) nei
 positions and similarities are all this module reads, so duplicates cost no second
 search.
 
-**Definition.** Two rows are near-duplicates when one is among the other's ``k``
-nearest neighbours with a cosine similarity of at least ``threshold``, or when their
-files are byte-identical (same content key, where the caller gives keys). A *group* is
-a connected component of that relation; a row with no such pair is in no group.
-Groups are numbered 0, 1, … in the order of their smallest row position, which is also
-the group's *first member*: the same inputs always give the same groups.
+**Definition.** A listed pair (one row among the other's ``k`` nearest neighbours) is
+*checked* when its cosine is at least ``candidates`` and both images could be read
+again: it is a near-duplicate pair when its pixel match (:func:`pixel_matches`,
+``noisyclean.pixel_match``: one image against crops of the other) is at least
+``match_threshold``. A listed pair that was not checked is one when its cosine is at
+least ``threshold``; and rows whose files are byte-identical (same content key, where
+the caller gives keys) always are. A *group* is a connected component of that relation;
+a row with no such pair is in no group. Groups are numbered 0, 1, … in the order of
+their smallest row position, which is also the group's *first member*: the same inputs
+always give the same groups.
 
 **Kinds** (each a boolean per group; a group may be several):
 
