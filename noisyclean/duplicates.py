@@ -289,6 +289,8 @@ def pixel_matches(
     plo, phi = pair_key // len(nb), pair_key % len(nb)
     ia, ib = np.searchsorted(rows, plo), np.searchsorted(rows, phi)
     scores = np.empty(len(pair_key), dtype=np.float32)
+    if progress:
+        progress(0, len(scores))
     for start in range(0, len(scores), _CHUNK_PAIRS):  # thumbnails gathered a chunk at a time
         stop = min(start + _CHUNK_PAIRS, len(scores))
         scores[start:stop] = match(

@@ -543,6 +543,8 @@ def _read_candidates(
             thumbs[j] = thumbnail(image)
             made[j] = True
 
+        if progress:
+            progress("images", 0, len(candidates))  # the bar (and its rate) from the start
         with ThreadPoolExecutor(max_workers=_READERS) as pool:
             for start in range(0, len(candidates), _READ_CHUNK):  # bounded work in flight
                 stop = min(start + _READ_CHUNK, len(candidates))

@@ -105,6 +105,10 @@ def progress_bars() -> Iterator[Callable[[str, str], Tracker]]:
         bar.stop()
 
 
+#: The unit of a stage's rate, where it is not rows.
+_STAGE_UNITS = {"train": "step", "images": "image", "pairs": "pair"}
+
+
 def staged(track: Callable[[str, str], Tracker], what: str) -> Callable[[str, int, int], None]:
     """A ``(stage, done, total)`` callback that draws one bar per stage, e.g. the
     neighbour index's "train", "add" and "search", each titled ``what stage``."""
@@ -112,7 +116,7 @@ def staged(track: Callable[[str, str], Tracker], what: str) -> Callable[[str, in
 
     def update(stage: str, done: int, total: int) -> None:
         if stage not in bars:
-            bars[stage] = track(f"{what} {stage}", "row" if stage != "train" else "step")
+            bars[stage] = track(f"{what} {stage}", _STAGE_UNITS.get(stage, "row"))
         bars[stage](done, total)
 
     return update

@@ -332,4 +332,4 @@ def test_pixel_matches_checks_each_candidate_pair_once_and_fills_both_listings()
     assert np.isfinite(m[1, 1]) and m[3, 0] == m[1, 1] and m[1, 1] < 0.5
     assert np.isnan(m[0, 1]) and np.isnan(m[2, 0])  # below the candidate cosine
     assert np.isnan(m[3, 1]) and np.isnan(m[4, 0])  # row 4 has no thumbnail
-    assert calls[-1] == (2, 2)  # two distinct pairs checked
+    assert calls[0] == (0, 2) and calls[-1] == (2, 2)  # two distinct pairs checked

@@ -138,4 +138,4 @@ def test_candidates_are_read_once_for_a_hash_and_a_thumbnail(tmp_path: Path) -> 
     assert (keys[0] == keys[1]).all() and len({tuple(k) for k in keys.tolist()}) == 4
     assert read.tolist() == [0, 1] and thumbs.shape == (2, SIDE, SIDE)
     assert (thumbs[0] == thumbs[1]).all() and thumbs.dtype == np.uint8
-    assert stages[-1] == ("images", 4, 4)
+    assert stages[0] == ("images", 0, 4) and stages[-1] == ("images", 4, 4)
