@@ -23,7 +23,7 @@ garments of one kind, so no cosine threshold separates copies from look-alikes
 A match is in [−1, 1]; a resized or re-encoded copy scores about 0.99, a cropped one
 0.95–0.99, two different images of one kind rarely above 0.94 (the threshold's
 calibration is in docs/design.md). Everything runs as batched tensor products, about
-0.7 ms a pair on two CPU cores.
+0.5 ms a pair on two CPU cores (docs/design.md).
 """
 
 from __future__ import annotations
