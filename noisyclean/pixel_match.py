@@ -1,5 +1,5 @@
-"""The pixel check of near-duplicate candidates: is one image a crop, a resize or a
-re-encode of the other?
+"""The pixel check of near-duplicate candidates: is one image a crop, a resize, a
+re-encode or a mirror image of the other?
 
 A backbone's pooled feature moves more under an 8% crop than between two different
 garments of one kind, so no cosine threshold separates copies from look-alikes
@@ -8,19 +8,23 @@ garments of one kind, so no cosine threshold separates copies from look-alikes
 
 1. **Thumbnails.** Each image becomes ``SIDE`` × ``SIDE`` greyscale (bilinear, the
    aspect ratio dropped: a crop of a few percent changes it little).
-2. **Alignment.** A copy made by cropping is an axis-aligned window of the original,
+2. **Orientation.** A mirrored copy is compared mirrored back: the second image is
+   mirrored when its column profile (mean of each column) fits a window of the first's
+   (or the first's fits a window of its own) better mirrored than as it is; the rest
+   runs once, on the orientation chosen.
+3. **Alignment.** A copy made by cropping is an axis-aligned window of the original,
    stretched back to the full thumbnail: a window ``[l, 1 − r]`` across and ``[t, 1 − b]``
    down, each side cut by 0 to ``MAX_CROP`` in steps of ``STEP``. The window is found
    one axis at a time, on the images' column and row means (Pearson correlation of the
    1-D profiles over every window of the axis), twice, each axis's second estimate
    taken on the other axis's window; then the ``TOP`` best windows of each axis are
    tried in 2-D.
-3. **Score.** The Pearson correlation of the window and the other image, both
+4. **Score.** The Pearson correlation of the window and the other image, both
    band-passed (minus their ``BLUR`` × ``BLUR`` mean, so that what is compared is edges
    and texture rather than the silhouette every garment of a kind shares). Both
    directions are tried (either image may be the crop); the pair's match is the best.
 
-A match is in [−1, 1]; a resized or re-encoded copy scores about 0.99, a cropped one
+A match is in [−1, 1]; a resized, re-encoded or mirrored copy scores about 0.99, a cropped one
 0.95–0.99, two different images of one kind rarely above 0.94 (the threshold's
 calibration is in docs/design.md). Everything runs as batched tensor products, about
 0.5 ms a pair on two CPU cores (docs/design.md).
@@ -48,7 +52,9 @@ CHUNK = 2048
 #: The resampling filter of the thumbnails.
 FILTER = Image.Resampling.BILINEAR
 #: What a cached thumbnail or match depends on.
-SETTINGS = f"side={SIDE} filter={FILTER.name} crop={MAX_CROP} step={STEP} top={TOP} blur={BLUR}"
+SETTINGS = (
+    f"side={SIDE} filter={FILTER.name} crop={MAX_CROP} step={STEP} top={TOP} blur={BLUR} mirror=1"
+)
 
 Progress = Callable[[int, int], None]
 
@@ -118,6 +124,19 @@ def _one_way(a: torch.Tensor, b: torch.Tensor, win: torch.Tensor) -> torch.Tenso
     return best
 
 
+def _mirrored(a: torch.Tensor, b: torch.Tensor, win: torch.Tensor) -> torch.Tensor:
+    """(P,) bool: ``b``'s column profile fits a window of ``a``'s (or ``a``'s fits
+    ``b``'s) better mirrored than as it is. Mirroring a profile mirrors the windows too
+    (left and right cuts swap), so the best window's fit needs each image windowed once."""
+    pa, pb = a.mean(1), b.mean(1)
+    wa = torch.einsum("ps,wts->pwt", pa, win)
+    wb = torch.einsum("ps,wts->pwt", pb, win)
+    plain = torch.maximum(_pearson(wa, pb[:, None]).amax(1), _pearson(wb, pa[:, None]).amax(1))
+    pa, pb = pa.flip(-1), pb.flip(-1)
+    mirror = torch.maximum(_pearson(wa, pb[:, None]).amax(1), _pearson(wb, pa[:, None]).amax(1))
+    return mirror > plain
+
+
 def match(
     a: np.ndarray,
     b: np.ndarray,
@@ -134,7 +153,8 @@ def match(
 
     Returns:
         (P,) float32 in [-1, 1]: the best correlation of one image with a crop of the
-        other, either way round (see the module's docstring).
+        other, either way round, the second mirrored where that fits better (see the
+        module's docstring).
     """
     a, b = np.asarray(a), np.asarray(b)
     if a.shape != b.shape or a.ndim != 3 or a.shape[1:] != (SIDE, SIDE):
@@ -146,6 +166,7 @@ def match(
             stop = min(start + CHUNK, len(a))
             x = torch.from_numpy(np.asarray(a[start:stop], dtype=np.float32) / 255.0).to(device)
             y = torch.from_numpy(np.asarray(b[start:stop], dtype=np.float32) / 255.0).to(device)
+            y = torch.where(_mirrored(x, y, win)[:, None, None], y.flip(-1), y)
             both = torch.maximum(_one_way(x, y, win), _one_way(y, x, win))
             out[start:stop] = both.cpu().numpy()
             if progress:

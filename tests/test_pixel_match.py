@@ -1,5 +1,5 @@
-"""The pixel check: copies made by cropping, resizing and re-encoding match their
-original; different pictures of one kind do not."""
+"""The pixel check: copies made by cropping, resizing, re-encoding and mirroring match
+their original; different pictures of one kind do not."""
 
 from __future__ import annotations
 
@@ -8,9 +8,9 @@ import io
 import numpy as np
 import pytest
 import torch
-from PIL import Image, ImageFilter
+from PIL import Image, ImageFilter, ImageOps
 
-from noisyclean.pixel_match import SIDE, match, thumbnail
+from noisyclean.pixel_match import SIDE, _one_way, _windows, match, thumbnail
 
 
 def _picture(seed: int, size: int = 112) -> Image.Image:
@@ -53,6 +53,25 @@ def test_copies_match_their_original_and_other_pictures_do_not() -> None:
     assert (same >= 0.95).all(), same
     # Either way round: the crop may be the first image.
     assert match(copies, np.repeat(original[None], len(copies), 0)) == pytest.approx(same)
+    different = match(np.repeat(original[None], len(others), 0), others)
+    assert (different < 0.5).all(), different
+
+
+def test_mirror_images_match_mirrored_back_and_only_them() -> None:
+    picture = _picture(0)
+    original = thumbnail(picture)
+    mirrored = [ImageOps.mirror(c) for c in [picture, *_copies(picture)]]
+    copies = np.stack([thumbnail(c) for c in mirrored])
+    originals = np.repeat(original[None], len(copies), 0)
+    # The picture is no mirror image of itself: compared as it is, the copies fail.
+    x, y = (torch.from_numpy(t.astype(np.float32) / 255) for t in (originals, copies))
+    win = _windows()
+    assert (torch.maximum(_one_way(x, y, win), _one_way(y, x, win)) < 0.5).all()
+    same = match(originals, copies)
+    assert (same >= 0.95).all(), same
+    # Either way round (the window search may settle a hair apart when mirrored).
+    assert match(copies, originals) == pytest.approx(same, abs=0.01)
+    others = np.stack([thumbnail(ImageOps.mirror(_picture(s))) for s in range(1, 5)])
     different = match(np.repeat(original[None], len(others), 0), others)
     assert (different < 0.5).all(), different
 

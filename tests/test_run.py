@@ -13,7 +13,7 @@ import pandas as pd
 import pyarrow.parquet as pq
 import pytest
 from conftest import SmallSet, model_args, write_csv
-from PIL import Image
+from PIL import Image, ImageOps
 from typer.testing import CliRunner
 
 from noisyclean.artifacts import RUN_FILES, read_duplicates, read_run_config
@@ -34,8 +34,8 @@ OUTLIER_THRESHOLD = 0.8
 @pytest.fixture(scope="module")
 def dirty(tmp_path_factory: pytest.TempPathFactory, small_set: SmallSet) -> Path:
     """The small set plus a byte-identical copy of one image under another label (an
-    ``exact`` ``conflict``), a cropped, enlarged and JPEG re-encoded copy of another under
-    another label (a ``conflict`` only the pixel check finds), and a few pictures of
+    ``exact`` ``conflict``), a cropped, enlarged, mirrored and JPEG re-encoded copy of
+    another under another label (a ``conflict`` only the pixel check finds), and a few pictures of
     nothing (bright stripes and checkers)."""
     root = tmp_path_factory.mktemp("dirty")
     shutil.copytree(small_set.root / "images", root / "images")
@@ -48,6 +48,7 @@ def dirty(tmp_path_factory: pytest.TempPathFactory, small_set: SmallSet) -> Path
     with Image.open(root / second["path"]) as im:
         w, h = im.size
         cropped = im.convert("L").crop((2, 1, w, h - 2)).resize((2 * w, 2 * h))
+        cropped = ImageOps.mirror(cropped)
         cropped.save(root / "images" / "crop.jpg", quality=75)
     relabel = next(r["label"] for r in rows if r["label"] != second["label"])
     rows.append({**second, "id": "crop", "path": "images/crop.jpg", "label": relabel})
