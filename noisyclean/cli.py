@@ -77,8 +77,9 @@ DuplicateThresholdOpt = Annotated[
     typer.Option(
         help=(
             "Pixel match at or above which two rows are near-duplicates: the best "
-            "correlation of one image's thumbnail with a crop of the other's, checked for "
-            "pairs the backbone lists close (see docs/design.md)."
+            "correlation of one image's thumbnail with a crop of the other's (mirrored "
+            "back where it is a mirror image), checked for pairs the backbone lists close "
+            "(see docs/design.md)."
         ),
         min=-1.0,
         max=1.0,

@@ -9,13 +9,13 @@ search.
 **Definition.** A listed pair (one row among the other's ``k`` nearest neighbours) is
 *checked* when its cosine is at least ``candidates`` and both images could be read
 again: it is a near-duplicate pair when its pixel match (:func:`pixel_matches`,
-``noisyclean.pixel_match``: one image against crops of the other) is at least
-``match_threshold``. A listed pair that was not checked is one when its cosine is at
-least ``threshold``; and rows whose files are byte-identical (same content key, where
-the caller gives keys) always are. A *group* is a connected component of that relation;
-a row with no such pair is in no group. Groups are numbered 0, 1, … in the order of
-their smallest row position, which is also the group's *first member*: the same inputs
-always give the same groups.
+``noisyclean.pixel_match``: one image against crops of the other, mirrored back where
+that fits better) is at least ``match_threshold``. A listed pair that was not checked
+is one when its cosine is at least ``threshold``; and rows whose files are
+byte-identical (same content key, where the caller gives keys) always are. A *group*
+is a connected component of that relation; a row with no such pair is in no group.
+Groups are numbered 0, 1, … in the order of their smallest row position, which is also
+the group's *first member*: the same inputs always give the same groups.
 
 **Kinds** (each a boolean per group; a group may be several):
 
