@@ -9,9 +9,9 @@ garments of one kind, so no cosine threshold separates copies from look-alikes
 1. **Thumbnails.** Each image becomes ``SIDE`` × ``SIDE`` greyscale (bilinear, the
    aspect ratio dropped: a crop of a few percent changes it little).
 2. **Orientation.** A mirrored copy is compared mirrored back: the second image is
-   mirrored when its column profile (mean of each column) fits a window of the first's
-   (or the first's fits a window of its own) better mirrored than as it is; the rest
-   runs once, on the orientation chosen.
+   mirrored when the column profiles (mean of each column) fit better so, one profile
+   against the best window of the other, either way round; the rest runs once, on the
+   orientation chosen.
 3. **Alignment.** A copy made by cropping is an axis-aligned window of the original,
    stretched back to the full thumbnail: a window ``[l, 1 − r]`` across and ``[t, 1 − b]``
    down, each side cut by 0 to ``MAX_CROP`` in steps of ``STEP``. The window is found
@@ -24,10 +24,11 @@ garments of one kind, so no cosine threshold separates copies from look-alikes
    and texture rather than the silhouette every garment of a kind shares). Both
    directions are tried (either image may be the crop); the pair's match is the best.
 
-A match is in [−1, 1]; a resized, re-encoded or mirrored copy scores about 0.99, a cropped one
-0.95–0.99, two different images of one kind rarely above 0.94 (the threshold's
-calibration is in docs/design.md). Everything runs as batched tensor products, about
-0.5 ms a pair on two CPU cores (docs/design.md).
+A match is in [−1, 1]; a resized, re-encoded or mirrored copy scores about 0.99, a
+cropped one 0.95–0.99, two different images of one kind rarely above 0.94 (the
+threshold's calibration is in docs/design.md). Everything runs as batched tensor
+products, about 0.5 ms a pair on two CPU cores before the orientation step, which adds
+about a sixth (docs/design.md).
 """
 
 from __future__ import annotations

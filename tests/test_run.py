@@ -35,8 +35,8 @@ OUTLIER_THRESHOLD = 0.8
 def dirty(tmp_path_factory: pytest.TempPathFactory, small_set: SmallSet) -> Path:
     """The small set plus a byte-identical copy of one image under another label (an
     ``exact`` ``conflict``), a cropped, enlarged, mirrored and JPEG re-encoded copy of
-    another under another label (a ``conflict`` only the pixel check finds), and a few pictures of
-    nothing (bright stripes and checkers)."""
+    another under another label (a ``conflict`` only the pixel check finds), and a few
+    pictures of nothing (bright stripes and checkers)."""
     root = tmp_path_factory.mktemp("dirty")
     shutil.copytree(small_set.root / "images", root / "images")
     rows = [dict(r) for r in small_set.rows]
